@@ -1,0 +1,134 @@
+package domain
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Pos is a position in a pack file, for error messages.
+type Pos struct {
+	File string `json:"file"` // relative to the pack directory
+	Line int    `json:"line"`
+}
+
+// Pack is a loaded pack: metadata plus everything it defines.
+type Pack struct {
+	Ref         string `json:"ref"`
+	Version     string `json:"version"`
+	Description string `json:"description,omitempty"`
+	// Dir is the pack's directory on disk; empty for the embedded core pack.
+	Dir string `json:"dir,omitempty"`
+	// Hash is a content hash over every file of the pack, for drift checks.
+	Hash     string     `json:"hash"`
+	Actions  []*Action  `json:"actions"`
+	Rules    []*Rule    `json:"rules"`
+	Triggers []*Trigger `json:"triggers"`
+	Sensors  []*Sensor  `json:"sensors"`
+}
+
+// Param is one action parameter, a JSON Schema property plus `secret`.
+type Param struct {
+	Type        string `json:"type,omitempty"` // string, integer, number, boolean, object, array
+	Description string `json:"description,omitempty"`
+	Default     any    `json:"default,omitempty"`
+	Required    bool   `json:"required,omitempty"`
+	Enum        []any  `json:"enum,omitempty"`
+	Secret      bool   `json:"secret,omitempty"`
+}
+
+// DefaultTimeout applies to actions that name none.
+const DefaultTimeout = 600 * time.Second
+
+// Action is a runnable unit: a script or command in a named runtime.
+type Action struct {
+	Ref         string `json:"ref"` // pack.name
+	Pack        string `json:"pack"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Runtime     string `json:"runtime"`
+	// EntryPoint is the absolute path of the script, when the action has one.
+	EntryPoint string `json:"entry_point,omitempty"`
+	// Cmd is a shell command line, for shell actions without a script.
+	Cmd        string            `json:"cmd,omitempty"`
+	Parameters map[string]*Param `json:"parameters,omitempty"`
+	// ParamOrder lists parameter names in file order, for stable output.
+	ParamOrder []string      `json:"-"`
+	Timeout    time.Duration `json:"timeout"`
+	// Schema is the compiled-ready JSON Schema of the parameters object.
+	Schema json.RawMessage `json:"-"`
+	Pos    Pos             `json:"-"`
+}
+
+// SecretParams lists the names of the action's secret parameters.
+func (a *Action) SecretParams() []string {
+	var out []string
+	for _, n := range a.ParamOrder {
+		if p := a.Parameters[n]; p != nil && p.Secret {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Criterion is one StackStorm-style criteria entry: `trigger.body.env: {type: equals, pattern: prod}`.
+type Criterion struct {
+	Key     string `json:"key"` // dotted path, e.g. trigger.body.env
+	Type    string `json:"type"`
+	Pattern any    `json:"pattern,omitempty"`
+	// Condition is `any` or `all`, for the search operator.
+	Condition string `json:"condition,omitempty"`
+	// Items holds the nested criteria of the search operator, keyed on item.*.
+	Items []Criterion `json:"items,omitempty"`
+	Pos   Pos         `json:"-"`
+}
+
+// RuleTrigger names the trigger type and instance parameters a rule subscribes to.
+type RuleTrigger struct {
+	Type       string         `json:"type"`
+	Parameters map[string]any `json:"parameters,omitempty"`
+}
+
+// RuleAction names the action a rule runs and its parameter templates.
+type RuleAction struct {
+	Ref        string         `json:"ref"`
+	Parameters map[string]any `json:"parameters,omitempty"`
+}
+
+// Rule maps events of one trigger instance to executions of one action.
+type Rule struct {
+	Ref         string      `json:"ref"`
+	Pack        string      `json:"pack"`
+	Name        string      `json:"name"`
+	Description string      `json:"description,omitempty"`
+	Enabled     bool        `json:"enabled"`
+	Trigger     RuleTrigger `json:"trigger"`
+	Criteria    []Criterion `json:"criteria,omitempty"` // in file order, ANDed
+	Expression  string      `json:"expression,omitempty"`
+	Action      RuleAction  `json:"action"`
+	Pos         Pos         `json:"-"`
+}
+
+// Trigger is a trigger type: what kind of events exist and what they carry.
+type Trigger struct {
+	Ref           string          `json:"ref"`
+	Pack          string          `json:"pack"`
+	Name          string          `json:"name"`
+	Description   string          `json:"description,omitempty"`
+	PayloadSchema json.RawMessage `json:"payload_schema,omitempty"`
+	// ParametersSchema validates rule trigger parameters (core timers, webhook).
+	ParametersSchema json.RawMessage `json:"parameters_schema,omitempty"`
+	Pos              Pos             `json:"-"`
+}
+
+// Sensor is a pack's long-running script that emits events.
+type Sensor struct {
+	Ref          string   `json:"ref"`
+	Pack         string   `json:"pack"`
+	Name         string   `json:"name"`
+	Description  string   `json:"description,omitempty"`
+	Runtime      string   `json:"runtime"`
+	EntryPoint   string   `json:"entry_point"` // absolute path
+	TriggerTypes []string `json:"trigger_types"`
+	Enabled      bool     `json:"enabled"`
+	Pos          Pos      `json:"-"`
+}
