@@ -24,3 +24,23 @@ func (e *ParamError) Error() string {
 	}
 	return fmt.Sprintf("action %s: parameter %q: %s", e.Action, e.Param, e.Reason)
 }
+
+// FieldError locates a problem in a definition file: which field, where.
+// Compilers of pack content return errors.Join of these so the pack loader
+// can report every problem at once with its file and line.
+type FieldError struct {
+	Pos   Pos
+	Field string // dotted, e.g. `criteria."trigger.body.env".type`
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	loc := ""
+	if e.Pos.File != "" {
+		loc = fmt.Sprintf("%s:%d: ", e.Pos.File, e.Pos.Line)
+	}
+	if e.Field == "" {
+		return loc + e.Msg
+	}
+	return fmt.Sprintf("%sfield %q: %s", loc, e.Field, e.Msg)
+}
