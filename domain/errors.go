@@ -3,6 +3,8 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // ErrNotFound is wrapped by every lookup of something that does not exist.
@@ -36,11 +38,24 @@ type FieldError struct {
 
 func (e *FieldError) Error() string {
 	loc := ""
-	if e.Pos.File != "" {
+	switch {
+	case e.Pos.File != "" && e.Pos.Line > 0:
 		loc = fmt.Sprintf("%s:%d: ", e.Pos.File, e.Pos.Line)
+	case e.Pos.File != "":
+		loc = e.Pos.File + ": "
 	}
 	if e.Field == "" {
 		return loc + e.Msg
 	}
-	return fmt.Sprintf("%sfield %q: %s", loc, e.Field, e.Msg)
+	return fmt.Sprintf("%sfield %s: %s", loc, quoteField(e.Field), e.Msg)
+}
+
+// quoteField quotes a field path unless it already carries quotes of its
+// own (criteria keys are dotted paths, quoted inside the field path), where
+// Go quoting would bury it in backslashes.
+func quoteField(f string) string {
+	if strings.Contains(f, `"`) {
+		return f
+	}
+	return strconv.Quote(f)
 }

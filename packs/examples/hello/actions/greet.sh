@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "Hello, ${TROUPE_PARAM_NAME}!"

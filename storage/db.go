@@ -1,0 +1,183 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/troupehq/troupe/domain"
+)
+
+// stripeBits sets the number of per-ID mutexes. Writers of distinct IDs
+// almost always take distinct stripes and so commit concurrently, which is
+// what lets Pebble group their fsyncs.
+const (
+	stripeBits = 10
+	stripes    = 1 << stripeBits
+)
+
+// DB is a node's store. It is safe for concurrent use.
+type DB struct {
+	pdb   *pebble.DB
+	locks [stripes]sync.Mutex
+}
+
+// Open opens (creating if needed) the store in cfg.Dir.
+func Open(cfg Config) (*DB, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config: %w", err)
+	}
+	log := cfg.Logger.With("component", "storage")
+	opts := &pebble.Options{
+		FS:     cfg.FS,
+		Logger: pebbleLogger{log},
+		// The default is the oldest supported format; a new store should get
+		// the newest stable one (e.g. WAL sync chunks, which tell a torn WAL
+		// tail from corruption on recovery).
+		FormatMajorVersion: pebble.FormatNewest,
+		CacheSize:          cfg.CacheSize,
+	}
+	// Every creation first looks up keys that are almost never there; without
+	// filters each such Get reads a block of every overlapping table.
+	// Later levels inherit L0's policy.
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	pdb, err := pebble.Open(cfg.Dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
+	}
+	log.Info("storage opened", "dir", cfg.Dir)
+	return &DB{pdb: pdb}, nil
+}
+
+// Close releases the store; every acknowledged write is already durable.
+// Call it once, after every other call has returned.
+func (db *DB) Close() error {
+	if err := db.pdb.Close(); err != nil {
+		return fmt.Errorf("close storage: %w", err)
+	}
+	return nil
+}
+
+// Pebble exposes the underlying DB, for exporting its metrics.
+func (db *DB) Pebble() *pebble.DB { return db.pdb }
+
+// pebbleLogger routes Pebble's printf-style logging into slog.
+type pebbleLogger struct{ log *slog.Logger }
+
+var _ pebble.Logger = pebbleLogger{}
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Info(fmt.Sprintf(format, args...), "source", "pebble")
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "source", "pebble")
+}
+
+// Fatalf must not return: Pebble calls it on broken invariants and carries on
+// as if the process were gone. Panicking instead of os.Exit lets the process
+// unwind its deferred calls.
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	l.log.Error(msg, "source", "pebble", "fatal", true)
+	panic("pebble: " + msg)
+}
+
+// lock takes the stripes of ids in ascending order, so callers locking
+// several IDs cannot deadlock each other, and returns the unlock.
+func (db *DB) lock(ids ...domain.ID) (unlock func()) {
+	idx := make([]int, len(ids))
+	for i, id := range ids {
+		idx[i] = stripe(id)
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		db.locks[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			db.locks[i].Unlock()
+		}
+	}
+}
+
+// stripe hashes the whole ID: derived IDs that differ only in their time
+// share the hashed tail, so the tail alone would pile them on one stripe.
+func stripe(id domain.ID) int {
+	h := binary.LittleEndian.Uint64(id[:8]) ^ binary.LittleEndian.Uint64(id[8:])
+	return int((h * 0x9e3779b97f4a7c15) >> (64 - stripeBits)) // Fibonacci hashing
+}
+
+// get reads and decodes the record at k; domain.ErrNotFound if there is none.
+func get[T any](r pebble.Reader, k []byte) (*T, error) {
+	v, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, domain.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return decode[T](v)
+}
+
+func exists(r pebble.Reader, k []byte) (bool, error) {
+	_, closer, err := r.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
+}
+
+// span is a key range to scan.
+type span struct {
+	lower, upper []byte // upper is exclusive
+	reverse      bool   // last key first
+	limit        int    // stop after this many matches; 0 means no limit
+}
+
+// scan is the one iteration loop of the package: decode turns each key/value
+// into an item and says whether it matches; matches are returned in scan
+// order.
+func scan[T any](r pebble.Reader, s span, decode func(k, v []byte) (T, bool, error)) (items []T, err error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: s.lower, UpperBound: s.upper})
+	if err != nil {
+		return nil, fmt.Errorf("scan %q: %w", s.lower, err)
+	}
+	defer func() {
+		if cerr := it.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("scan %q: close iterator: %w", s.lower, cerr)
+		}
+	}()
+	first, next := it.First, it.Next
+	if s.reverse {
+		first, next = it.Last, it.Prev
+	}
+	for ok := first(); ok && (s.limit == 0 || len(items) < s.limit); ok = next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, fmt.Errorf("scan %q: read value of %q: %w", s.lower, it.Key(), err)
+		}
+		item, match, err := decode(it.Key(), v)
+		if err != nil {
+			return nil, fmt.Errorf("scan %q: key %q: %w", s.lower, it.Key(), err)
+		}
+		if match {
+			items = append(items, item)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("scan %q: %w", s.lower, err)
+	}
+	return items, nil
+}

@@ -1,0 +1,274 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/troupehq/troupe/domain"
+)
+
+// creation is a batch of new records that commits only if none of them
+// exists yet.
+type creation struct {
+	b     *pebble.Batch
+	ids   []domain.ID // to lock
+	fresh []fresh     // to check for absence
+}
+
+type fresh struct {
+	what string
+	id   domain.ID
+	key  []byte
+}
+
+// create adds a record that must not exist yet.
+func (c *creation) create(what string, id domain.ID, k []byte, v any) error {
+	if id.IsZero() {
+		return fmt.Errorf("%s has no id", what)
+	}
+	c.ids = append(c.ids, id)
+	c.fresh = append(c.fresh, fresh{what, id, k})
+	return c.set(k, v)
+}
+
+func (c *creation) set(k []byte, v any) error { return set(c.b, k, v) }
+
+// execution adds a new execution in its initial state. The caller's record
+// is copied, not modified, so callers may share it across goroutines.
+func (c *creation) execution(ex *domain.Execution) error {
+	if ex == nil {
+		return errors.New("nil execution")
+	}
+	rec := *ex
+	rec.Status, rec.Seq = domain.StatusRequested, 1
+	rec.Attempt = max(rec.Attempt, 1)
+	if rec.CreatedAt.IsZero() {
+		rec.CreatedAt = time.Now()
+	}
+	if err := c.create("execution", rec.ID, key(pfxExecution, rec.ID), &rec); err != nil {
+		return err
+	}
+	h := domain.HistoryEntry{Status: rec.Status, At: rec.CreatedAt, Attempt: rec.Attempt, Seq: rec.Seq, Node: rec.Node}
+	if err := c.set(key(pfxHistory, rec.ID, rec.Seq), &h); err != nil {
+		return err
+	}
+	return c.b.Set(key(activePrefix(rec.Status), rec.ID), nil, nil)
+}
+
+// commit writes the batch durably unless one of its fresh records exists.
+// The stripes of every record stay locked until the fsync returned, so a
+// concurrent writer of the same ID either sees nothing or sees a durable
+// record: never one a crash could still take away.
+func (db *DB) commit(c *creation) error {
+	defer db.lock(c.ids...)()
+	for _, f := range c.fresh {
+		found, err := exists(db.pdb, f.key)
+		if err != nil {
+			return fmt.Errorf("check whether %s %s exists: %w", f.what, f.id, err)
+		}
+		if found {
+			return fmt.Errorf("%s %s: %w", f.what, f.id, domain.ErrDuplicate)
+		}
+	}
+	return c.b.Commit(pebble.Sync)
+}
+
+// AcceptEvent durably writes, in one batch, the event, its enforcements and
+// the executions they created. Executions are stored in their initial state
+// (status requested, seq 1, attempt at least 1, CreatedAt now if unset) with
+// one history entry and an entry in the index of non-terminal executions.
+// It is put-if-absent: if any of the records exists, nothing is written and
+// the error wraps domain.ErrDuplicate.
+func (db *DB) AcceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*domain.Execution) error {
+	if ev == nil {
+		return errors.New("accept event: nil event")
+	}
+	if err := db.acceptEvent(ev, enfs, exs); err != nil {
+		return fmt.Errorf("accept event %s: %w", ev.ID, err)
+	}
+	return nil
+}
+
+func (db *DB) acceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*domain.Execution) error {
+	c := &creation{b: db.pdb.NewBatch()}
+	defer c.b.Close()
+	if err := c.create("event", ev.ID, key(pfxEvent, ev.ID), ev); err != nil {
+		return err
+	}
+	for _, en := range enfs {
+		if en == nil {
+			return errors.New("nil enforcement")
+		}
+		if en.Event != ev.ID {
+			return fmt.Errorf("enforcement %s belongs to event %s", en.ID, en.Event)
+		}
+		if err := c.create("enforcement", en.ID, key(pfxEnforcement, en.ID), en); err != nil {
+			return err
+		}
+	}
+	for _, ex := range exs {
+		if err := c.execution(ex); err != nil {
+			return err
+		}
+	}
+	return db.commit(c)
+}
+
+// CreateExecution durably writes one new execution (an ad-hoc run) in its
+// initial state, as AcceptEvent does; the error wraps domain.ErrDuplicate if
+// the ID exists.
+func (db *DB) CreateExecution(ex *domain.Execution) error {
+	c := &creation{b: db.pdb.NewBatch()}
+	defer c.b.Close()
+	if err := c.execution(ex); err != nil {
+		return fmt.Errorf("create execution: %w", err)
+	}
+	if err := db.commit(c); err != nil {
+		return fmt.Errorf("create execution: %w", err)
+	}
+	return nil
+}
+
+// Transition is one status change reported for an execution.
+type Transition struct {
+	// Attempt is the attempt the transition belongs to; reports for an older
+	// attempt are ignored.
+	Attempt int
+	// To is the new status.
+	To domain.Status
+	// At is when it happened. Zero means now.
+	At time.Time
+	// Node is the node reporting it: the worker for scheduled and running.
+	// At scheduled it becomes the execution's Worker; in the history entry an
+	// empty Node stands for the owning node.
+	Node string
+	// Error, when not empty, replaces the execution's error.
+	Error string
+	// Result, when not nil, replaces the execution's result.
+	Result *domain.Result
+	// NextAttempt, with To == requested, starts attempt Attempt+1: a retry.
+	// Worker, StartedAt, Error and Result of the previous attempt are cleared.
+	NextAttempt bool
+}
+
+// Apply applies ts in order to execution id, atomically, in one durable
+// batch, and returns the resulting record and whether anything changed.
+//
+// A transition for an older attempt is skipped (a stale report), and so is
+// one to the status the execution already has (a re-delivery). Anything else
+// must be an edge of the state machine or Apply fails with the
+// *domain.TransitionError naming both statuses; a terminal status is
+// absorbing. On an error nothing is written and the stored record is
+// returned with it. Each applied transition bumps Seq and adds a history
+// entry; the index of non-terminal executions follows the status; reaching a
+// terminal status adds its completion to the outbox, exactly once.
+// An unknown id yields an error wrapping domain.ErrNotFound.
+func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, error) {
+	defer db.lock(id)()
+	stored, err := get[domain.Execution](db.pdb, key(pfxExecution, id))
+	if err != nil {
+		return nil, false, fmt.Errorf("apply transitions to execution %s: %w", id, err)
+	}
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	ex, changed := *stored, false
+	for _, t := range ts {
+		h, err := step(&ex, t)
+		if err == nil && h != nil {
+			changed = true
+			err = set(b, key(pfxHistory, id, h.Seq), h)
+		}
+		if err != nil {
+			return stored, false, fmt.Errorf("apply transition of execution %s to %s: %w", id, t.To, err)
+		}
+	}
+	if !changed {
+		return stored, false, nil
+	}
+	if err := db.writeExecution(b, stored.Status, &ex); err != nil {
+		return stored, false, fmt.Errorf("apply transitions to execution %s: %w", id, err)
+	}
+	return &ex, true, nil
+}
+
+// writeExecution stores ex, moves its index entry from status from, and on
+// a terminal status adds the completion to the outbox, then commits.
+func (db *DB) writeExecution(b *pebble.Batch, from domain.Status, ex *domain.Execution) error {
+	if err := set(b, key(pfxExecution, ex.ID), ex); err != nil {
+		return err
+	}
+	// Deleted first: a batch applies in order, so when the status ends where
+	// it started (a retry back to requested) the entry survives.
+	if err := b.Delete(key(activePrefix(from), ex.ID), nil); err != nil {
+		return err
+	}
+	if ex.Status.Terminal() {
+		// Only one terminal transition can ever be applied (terminal is
+		// absorbing), so this is the one completion of the execution.
+		if err := b.Set(Completion{ex.ID, ex.Seq}.key(), nil, nil); err != nil {
+			return err
+		}
+	} else if err := b.Set(key(activePrefix(ex.Status), ex.ID), nil, nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
+}
+
+func set(b *pebble.Batch, k []byte, v any) error {
+	enc, err := encode(v)
+	if err != nil {
+		return err
+	}
+	return b.Set(k, enc, nil)
+}
+
+// step applies t to ex in memory and returns the history entry it makes, or
+// nil when t is stale or already applied. It replaces rather than mutates
+// what ex points to, so a shallow copy of the stored record can be stepped
+// without touching the original.
+func step(ex *domain.Execution, t Transition) (*domain.HistoryEntry, error) {
+	switch {
+	case t.Attempt < ex.Attempt:
+		return nil, nil
+	case t.Attempt > ex.Attempt:
+		return nil, fmt.Errorf("report for attempt %d, but the execution is on attempt %d: %w", t.Attempt, ex.Attempt, domain.ErrTransition)
+	case t.To == ex.Status:
+		return nil, nil
+	case t.NextAttempt && t.To != domain.StatusRequested:
+		return nil, fmt.Errorf("a next attempt starts at %s, not %s: %w", domain.StatusRequested, t.To, domain.ErrTransition)
+	}
+	if err := domain.CanTransition(ex.Status, t.To); err != nil {
+		return nil, err
+	}
+	at := t.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	if t.NextAttempt {
+		ex.Attempt++
+		ex.Worker, ex.StartedAt, ex.Error, ex.Result = "", nil, "", nil
+	}
+	ex.Status = t.To
+	ex.Seq++
+	switch {
+	case t.To == domain.StatusScheduled:
+		ex.Worker = t.Node
+	case t.To == domain.StatusRunning:
+		ex.StartedAt = &at
+	case t.To.Terminal():
+		ex.FinishedAt = &at
+	}
+	if t.Error != "" {
+		ex.Error = t.Error
+	}
+	if t.Result != nil {
+		ex.Result = t.Result
+	}
+	h := &domain.HistoryEntry{Status: ex.Status, At: at, Attempt: ex.Attempt, Seq: ex.Seq, Node: t.Node, Error: t.Error}
+	if h.Node == "" {
+		h.Node = ex.Node
+	}
+	return h, nil
+}
