@@ -1,0 +1,47 @@
+# Troupe — one binary, nothing else to install. `make help` lists the targets.
+GO      ?= go
+BIN     := bin/troupe
+PKGS    := ./...
+# protoc-gen-go is built from the module cache at the version go.mod pins.
+PROTOC_GEN_GO := .bin/protoc-gen-go
+
+.DEFAULT_GOAL := help
+
+.PHONY: help build run test unit e2e bench lint proto tidy clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/troupe
+	$(GO) build -o $(BIN) ./cmd/troupe
+
+run: build ## start one node with dev defaults: ./troupe-data, API on 127.0.0.1:8080, example packs
+	./$(BIN) agent --dev
+
+test: lint ## vet, then every test (race detector on), end-to-end tests included
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+unit: ## every test except the end-to-end ones
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+e2e: ## only the end-to-end tests (they build and start real troupe processes)
+	$(GO) test -count=1 -timeout 20m -v ./e2e/...
+
+bench: build ## the standard benchmark suite
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/ ./runtimes/ ./rules/
+
+lint: ## go vet
+	$(GO) vet $(PKGS)
+
+proto: $(PROTOC_GEN_GO) ## regenerate actors/protocol/*.pb.go (installs protoc from Debian when missing)
+	@command -v protoc >/dev/null || (apt-get update -qq && apt-get install -y -qq protobuf-compiler)
+	PATH="$(CURDIR)/.bin:$$PATH" protoc --go_out=. --go_opt=module=github.com/troupehq/troupe actors/protocol/*.proto
+
+$(PROTOC_GEN_GO): go.mod
+	GOBIN="$(CURDIR)/.bin" $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go
+
+tidy: ## go mod tidy
+	$(GO) mod tidy
+
+clean: ## remove build output and the dev data dir
+	rm -rf bin .bin troupe-data

@@ -1,0 +1,190 @@
+package rule
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/troupehq/troupe/actors/protocol"
+	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/rules"
+)
+
+// Store durably accepts an event with everything it caused.
+type Store interface {
+	AcceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*domain.Execution) error
+}
+
+// Catalog validates rendered parameters and names an action's runtime.
+type Catalog interface {
+	Action(ref string) (*domain.Action, bool)
+	ValidateParams(action string, params map[string]any) (map[string]any, error)
+}
+
+// Config wires the rule actors of one node.
+type Config struct {
+	Node    string
+	Store   Store
+	Catalog Catalog
+	// Rules are the compiled enabled rules; disabled rules are not passed.
+	Rules []*rules.Compiled
+	// Commits bounds how many event batches are being committed at once.
+	// Concurrent commits share fsyncs, so throughput needs many; the bound
+	// keeps memory flat under overload (the sender waits instead). Default 256.
+	Commits int
+	Logger  *slog.Logger
+}
+
+// Props returns the router's props; spawn it named protocol.RulesActor.
+func Props(cfg Config) *actor.Props {
+	if cfg.Commits <= 0 {
+		cfg.Commits = 256
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &router{cfg: cfg, children: map[string]*actor.PID{}}
+	})
+}
+
+type router struct {
+	cfg      Config
+	children map[string]*actor.PID // by trigger type
+}
+
+func (r *router) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		byType := map[string]map[string][]*rules.Compiled{} // trigger type → instance → rules
+		for _, c := range r.cfg.Rules {
+			t := c.Rule.Trigger
+			if byType[t.Type] == nil {
+				byType[t.Type] = map[string][]*rules.Compiled{}
+			}
+			inst := domain.TriggerInstance(t.Type, t.Parameters)
+			byType[t.Type][inst] = append(byType[t.Type][inst], c)
+		}
+		commits := make(chan struct{}, r.cfg.Commits) // shared: the disk is shared
+		for typ, rs := range byType {
+			e := &evaluator{cfg: r.cfg, byInstance: rs, commits: commits, log: r.cfg.Logger.With("trigger", typ)}
+			r.children[typ] = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return e }))
+		}
+		// Events of trigger types no rule listens to are still stored.
+		r.children[""] = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
+			return &evaluator{cfg: r.cfg, commits: commits, log: r.cfg.Logger}
+		}))
+	case *protocol.Event:
+		pid, ok := r.children[msg.Trigger]
+		if !ok {
+			pid = r.children[""]
+		}
+		ctx.Forward(pid)
+	}
+}
+
+type evaluator struct {
+	cfg        Config
+	byInstance map[string][]*rules.Compiled
+	commits    chan struct{}
+	log        *slog.Logger
+}
+
+func (e *evaluator) Receive(ctx actor.Context) {
+	msg, ok := ctx.Message().(*protocol.Event)
+	if !ok {
+		return
+	}
+	reply := func(a *protocol.EventAccepted) {
+		if ctx.Sender() != nil {
+			ctx.Respond(a)
+		}
+	}
+	ev, err := msg.Domain()
+	if err != nil || ev.ID.IsZero() {
+		reply(&protocol.EventAccepted{Id: msg.Id, Error: fmt.Sprintf("malformed event: %v", err)})
+		return
+	}
+	ev.Node = e.cfg.Node
+	enfs, exs := e.evaluate(ev)
+	sender, root, executions := ctx.Sender(), ctx.ActorSystem().Root, actor.NewPID(ctx.ActorSystem().Address(), protocol.ExecutionsActor)
+	// The commit runs beside the actor so that many events' batches are in
+	// Pebble's commit pipeline at once and share fsyncs; the semaphore is
+	// acquired here, so a saturated disk slows the senders down.
+	e.commits <- struct{}{}
+	go func() {
+		defer func() { <-e.commits }()
+		err := e.cfg.Store.AcceptEvent(ev, enfs, exs)
+		ack := &protocol.EventAccepted{Id: msg.Id, Executions: int32(len(exs))}
+		switch {
+		case errors.Is(err, domain.ErrDuplicate):
+			ack.Duplicate, ack.Executions = true, 0
+		case err != nil:
+			e.log.Error("store event", "event", ev.ID, "err", err)
+			ack.Error, ack.Executions = "store event: "+err.Error(), 0
+		default:
+			for _, ex := range exs {
+				root.Send(executions, &protocol.StartExecution{ExecutionId: ex.ID[:]})
+			}
+		}
+		if sender != nil {
+			root.Send(sender, ack)
+		}
+	}()
+}
+
+// evaluate applies every rule of the event's trigger instance. A rule that
+// matches but cannot produce valid parameters yields a failed enforcement
+// carrying the reason, never a crash and never a silent drop.
+func (e *evaluator) evaluate(ev *domain.Event) ([]*domain.Enforcement, []*domain.Execution) {
+	var enfs []*domain.Enforcement
+	var exs []*domain.Execution
+	scope := map[string]any{"trigger": ev.Payload}
+	now := time.Now().UTC()
+	for _, c := range e.byInstance[ev.Instance] {
+		r := c.Rule
+		ok, err := c.Match(scope)
+		if err != nil {
+			e.log.Warn("rule evaluation failed", "rule", r.Ref, "event", ev.ID, "err", err)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		enf := &domain.Enforcement{ID: domain.EnforcementID(ev.ID, r.Ref), Event: ev.ID, Rule: r.Ref,
+			Action: r.Action.Ref, Status: domain.EnforcementSucceeded, Node: e.cfg.Node, CreatedAt: now}
+		enfs = append(enfs, enf)
+		ex, err := e.execution(c, enf, scope, now)
+		if err != nil {
+			enf.Status, enf.Error = domain.EnforcementFailed, err.Error()
+			e.log.Warn("enforcement failed", "rule", r.Ref, "event", ev.ID, "err", err)
+			continue
+		}
+		enf.Execution = ex.ID
+		exs = append(exs, ex)
+	}
+	return enfs, exs
+}
+
+func (e *evaluator) execution(c *rules.Compiled, enf *domain.Enforcement, scope map[string]any, now time.Time) (*domain.Execution, error) {
+	action, ok := e.cfg.Catalog.Action(c.Rule.Action.Ref)
+	if !ok {
+		return nil, fmt.Errorf("action %s is not loaded", c.Rule.Action.Ref)
+	}
+	rendered, err := c.Render(scope)
+	if err != nil {
+		return nil, fmt.Errorf("render parameters: %w", err)
+	}
+	params, err := e.cfg.Catalog.ValidateParams(action.Ref, rendered)
+	if err != nil {
+		return nil, err
+	}
+	return &domain.Execution{
+		ID: domain.ExecutionIDFor(enf.ID), Action: action.Ref, Runtime: action.Runtime,
+		Status: domain.StatusRequested, Parameters: params, Attempt: 1, Rule: c.Rule.Ref,
+		Event: enf.Event, Enforcement: enf.ID, Node: e.cfg.Node, CreatedAt: now, Secret: action.SecretParams(),
+	}, nil
+}

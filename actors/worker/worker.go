@@ -1,0 +1,330 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/scheduler"
+
+	"github.com/troupehq/troupe/actors/protocol"
+	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/runtimes"
+)
+
+// Runtimes resolves a runtime by name.
+type Runtimes interface {
+	Get(name string) (runtimes.Runtime, error)
+}
+
+// Config wires a node's worker.
+type Config struct {
+	// Node is this node's stable name, reported as the worker of its runs.
+	Node string
+	// Slots is how many executions run at once. Default 2× CPUs (set by the caller).
+	Slots    int
+	Runtimes Runtimes
+	// GrantLease is how long a granted slot waits for its assignment before
+	// it is taken back (the owner may have died). Default 30s.
+	GrantLease time.Duration
+	// Resend is how often unacknowledged reports are sent again. Default 1s.
+	Resend time.Duration
+	// Remember is how long a finished, acknowledged attempt is remembered
+	// for deduplication. Default 2m.
+	Remember time.Duration
+	Logger   *slog.Logger
+}
+
+func (c *Config) defaults() {
+	if c.Slots <= 0 {
+		c.Slots = 1
+	}
+	if c.GrantLease <= 0 {
+		c.GrantLease = 30 * time.Second
+	}
+	if c.Resend <= 0 {
+		c.Resend = time.Second
+	}
+	if c.Remember <= 0 {
+		c.Remember = 2 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Props returns the worker's props; spawn it named protocol.WorkerActor.
+func Props(cfg Config) *actor.Props {
+	cfg.defaults()
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &worker{cfg: cfg, seen: map[key]*attempt{}}
+	})
+}
+
+// Drain asks the worker to stop every run (the node is shutting down) and
+// to answer once each stopped run's report has been acknowledged. It is a
+// node-local request from the composition root, never sent across nodes.
+type Drain struct{}
+
+// Drained answers Drain.
+type Drained struct{}
+
+// Stats asks for slot usage (node-local); answered with SlotStats.
+type Stats struct{}
+
+// SlotStats is the worker's current load.
+type SlotStats struct{ Used, Free, Queued int }
+
+type key struct {
+	id      domain.ID
+	attempt int32
+}
+
+type phase int
+
+const (
+	granted phase = iota
+	running
+	done
+)
+
+type attempt struct {
+	phase     phase
+	since     time.Time
+	owner     *actor.PID // the owning node's execution manager
+	cancel    context.CancelFunc
+	report    *protocol.Report // the latest report, cumulative
+	acked     bool
+	sentAt    time.Time
+	startedAt time.Time
+}
+
+// finished travels only from a run's goroutine to its own worker.
+type finished struct {
+	key     key
+	outcome runtimes.Outcome
+	at      time.Time
+}
+
+type tick struct{}
+
+type worker struct {
+	cfg      Config
+	used     int
+	queue    []*protocol.SlotRequest
+	seen     map[key]*attempt
+	draining bool
+	drainers []*actor.PID
+	stopTick scheduler.CancelFunc
+}
+
+func (w *worker) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		w.stopTick = scheduler.NewTimerScheduler(ctx).SendRepeatedly(w.cfg.Resend, w.cfg.Resend, ctx.Self(), tick{})
+	case *actor.Stopping:
+		w.stopTick()
+		for _, a := range w.seen {
+			if a.cancel != nil {
+				a.cancel()
+			}
+		}
+	case *protocol.SlotRequest:
+		w.onSlotRequest(ctx, msg)
+	case *protocol.SlotRelease:
+		k := key{protocol.ID(msg.ExecutionId), msg.Attempt}
+		if a := w.seen[k]; a != nil && a.phase == granted {
+			delete(w.seen, k)
+			w.freeSlot(ctx)
+		}
+	case *protocol.Assign:
+		w.onAssign(ctx, msg)
+	case finished:
+		w.onFinished(ctx, msg)
+	case *protocol.ReportAck:
+		a := w.seen[key{protocol.ID(msg.ExecutionId), msg.Attempt}]
+		if a != nil && a.report != nil && lastStatus(a.report) == msg.Status {
+			a.acked = true
+		}
+		w.answerDrainers(ctx)
+	case tick:
+		w.onTick(ctx)
+	case *Drain:
+		w.draining = true
+		w.queue = nil
+		w.drainers = append(w.drainers, ctx.Sender())
+		for _, a := range w.seen {
+			if a.cancel != nil {
+				a.cancel()
+			}
+		}
+		w.answerDrainers(ctx)
+	case *Stats:
+		ctx.Respond(&SlotStats{Used: w.used, Free: w.cfg.Slots - w.used, Queued: len(w.queue)})
+	}
+}
+
+func (w *worker) onSlotRequest(ctx actor.Context, r *protocol.SlotRequest) {
+	k := key{protocol.ID(r.ExecutionId), r.Attempt}
+	if a := w.seen[k]; a != nil {
+		// A repeated request is answered with where the attempt is now.
+		switch a.phase {
+		case granted:
+			w.grant(ctx, r, a)
+		default:
+			w.send(ctx, a)
+		}
+		return
+	}
+	if w.draining {
+		return // the owner will see this node leave and re-place the execution
+	}
+	for _, q := range w.queue {
+		if protocol.ID(q.ExecutionId) == k.id && q.Attempt == k.attempt {
+			return
+		}
+	}
+	if w.used >= w.cfg.Slots {
+		w.queue = append(w.queue, r)
+		return
+	}
+	w.used++
+	a := &attempt{phase: granted, since: time.Now(), owner: actor.NewPID(r.OwnerAddress, protocol.ExecutionsActor)}
+	w.seen[k] = a
+	w.grant(ctx, r, a)
+}
+
+func (w *worker) grant(ctx actor.Context, r *protocol.SlotRequest, a *attempt) {
+	ctx.Send(a.owner, &protocol.SlotGrant{ExecutionId: r.ExecutionId, Attempt: r.Attempt,
+		WorkerNode: w.cfg.Node, WorkerAddress: ctx.ActorSystem().Address()})
+}
+
+// freeSlot gives a slot back and hands it to the oldest waiting request.
+func (w *worker) freeSlot(ctx actor.Context) {
+	w.used--
+	for len(w.queue) > 0 && w.used < w.cfg.Slots {
+		next := w.queue[0]
+		w.queue = w.queue[1:]
+		w.onSlotRequest(ctx, next)
+	}
+}
+
+func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
+	k := key{protocol.ID(m.ExecutionId), m.Attempt}
+	a := w.seen[k]
+	switch {
+	case a == nil:
+		// Not granted here (this worker restarted since, or the grant
+		// lapsed): running it could run it twice, so refuse explicitly.
+		a = &attempt{phase: done, since: time.Now(), owner: actor.NewPID(m.OwnerAddress, protocol.ExecutionsActor)}
+		w.seen[k] = a
+		a.report = w.newReport(m.ExecutionId, m.Attempt,
+			protocol.NewStep(domain.StatusAbandoned, time.Now(), fmt.Sprintf("worker %s holds no slot for this assignment (restarted or lease expired)", w.cfg.Node), nil))
+		w.send(ctx, a)
+		return
+	case a.phase != granted:
+		w.send(ctx, a) // duplicate assignment: never a second run
+		return
+	}
+	rt, err := w.cfg.Runtimes.Get(m.Runtime)
+	now := time.Now()
+	a.phase, a.startedAt = running, now
+	if err != nil {
+		w.onFinished(ctx, finished{key: k, at: now, outcome: runtimes.Outcome{Status: domain.StatusFailed, Error: err.Error()}})
+		return
+	}
+	var params map[string]any
+	if err := json.Unmarshal(m.ParametersJson, &params); err != nil {
+		w.onFinished(ctx, finished{key: k, at: now, outcome: runtimes.Outcome{Status: domain.StatusFailed, Error: "decode parameters: " + err.Error()}})
+		return
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.report = w.newReport(m.ExecutionId, m.Attempt, protocol.NewStep(domain.StatusRunning, now, "", nil))
+	w.send(ctx, a)
+	req := runtimes.Request{ExecutionID: k.id.String(), Action: m.Action, EntryPoint: m.EntryPoint, Cmd: m.Cmd,
+		Parameters: params, Timeout: time.Duration(m.TimeoutMs) * time.Millisecond}
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	go func() {
+		out := rt.Run(runCtx, req)
+		root.Send(self, finished{key: k, outcome: out, at: time.Now()})
+	}()
+}
+
+func (w *worker) onFinished(ctx actor.Context, f finished) {
+	a := w.seen[f.key]
+	if a == nil || a.phase != running {
+		return
+	}
+	a.phase, a.since = done, f.at
+	if a.cancel != nil {
+		a.cancel()
+	}
+	out := f.outcome
+	if out.Status == domain.StatusCanceled && w.draining {
+		out.Status, out.Error = domain.StatusAbandoned, fmt.Sprintf("stopped: node %s shut down while the action ran", w.cfg.Node)
+	}
+	steps := []*protocol.Step{protocol.NewStep(domain.StatusRunning, a.startedAt, "", nil)}
+	steps = append(steps, protocol.NewStep(out.Status, f.at, out.Error, &out.Result))
+	a.report = w.newReport(f.key.id[:], f.key.attempt, steps...)
+	a.acked = false
+	w.send(ctx, a)
+	w.freeSlot(ctx)
+}
+
+func (w *worker) newReport(id []byte, att int32, steps ...*protocol.Step) *protocol.Report {
+	return &protocol.Report{ExecutionId: id, Attempt: att, WorkerNode: w.cfg.Node, Steps: steps}
+}
+
+func (w *worker) send(ctx actor.Context, a *attempt) {
+	if a.report == nil {
+		return
+	}
+	a.report.WorkerAddress = ctx.ActorSystem().Address()
+	a.sentAt = time.Now()
+	ctx.Request(a.owner, a.report)
+}
+
+func (w *worker) onTick(ctx actor.Context) {
+	now := time.Now()
+	for k, a := range w.seen {
+		switch {
+		case a.phase == granted && now.Sub(a.since) > w.cfg.GrantLease:
+			delete(w.seen, k)
+			w.freeSlot(ctx)
+		case a.report != nil && !a.acked && now.Sub(a.sentAt) >= w.cfg.Resend:
+			w.send(ctx, a)
+		case a.phase == done && a.acked && now.Sub(a.since) > w.cfg.Remember:
+			delete(w.seen, k)
+		}
+	}
+}
+
+func (w *worker) answerDrainers(ctx actor.Context) {
+	if !w.draining || len(w.drainers) == 0 {
+		return
+	}
+	pending := 0
+	for _, a := range w.seen {
+		if a.phase == running || (a.report != nil && !a.acked && a.phase == done) {
+			pending++
+		}
+	}
+	if pending > 0 {
+		return
+	}
+	for _, d := range w.drainers {
+		ctx.Send(d, &Drained{})
+	}
+	w.drainers = nil
+}
+
+func lastStatus(r *protocol.Report) string {
+	if len(r.Steps) == 0 {
+		return ""
+	}
+	return r.Steps[len(r.Steps)-1].Status
+}

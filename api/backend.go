@@ -1,0 +1,74 @@
+package api
+
+import (
+	"context"
+
+	"github.com/troupehq/troupe/domain"
+)
+
+// Backend is what the HTTP layer needs from a node.
+type Backend interface {
+	// Webhook durably accepts one event for webhook `name` and returns its ID; domain.ErrNotFound (wrapped) if no enabled rule listens on that webhook.
+	Webhook(ctx context.Context, name string, headers map[string]string, body any) (domain.ID, error)
+	// Run creates an ad-hoc execution (status requested). Errors: domain.ErrNotFound for an unknown action; *domain.ParamError for invalid parameters.
+	Run(ctx context.Context, action string, params map[string]any) (*domain.Execution, error)
+	Execution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error)
+	// WaitExecution blocks until the execution is terminal or ctx ends, then returns its current record and history.
+	WaitExecution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error)
+	Executions(ctx context.Context, q ListQuery) (Page[*domain.Execution], error)
+	Event(ctx context.Context, id domain.ID) (*domain.Event, error)
+	Events(ctx context.Context, q ListQuery) (Page[*domain.Event], error)
+	Enforcement(ctx context.Context, id domain.ID) (*domain.Enforcement, error)
+	Enforcements(ctx context.Context, q ListQuery) (Page[*domain.Enforcement], error)
+	Packs() []*domain.Pack // the loaded catalog; rules/actions/triggers/sensors endpoints derive from it
+	Ready() error          // nil once recovery finished and packs are loaded; otherwise the reason
+}
+
+// ListQuery selects one page of a list; empty fields do not filter. The
+// server has validated every field before a Backend sees it.
+type ListQuery struct {
+	Action, Status, Rule, Trigger, Event string
+	// Pack filters the catalog lists (rules, actions, triggers, sensors,
+	// packs), which the server answers from Backend.Packs; record lists
+	// never carry it.
+	Pack  string
+	Limit int
+	// Cursor is the Next of the previous page. For record lists it is the ID
+	// of the last item returned (the server rejects anything else), so a
+	// Backend resumes after it in ID, hence time, order.
+	Cursor string
+}
+
+// Page is one page of a list. Next is empty on the last page.
+type Page[T any] struct {
+	Items []T    `json:"items"`
+	Next  string `json:"next"`
+	// Partial is set when some nodes could not be asked; Unreachable names them.
+	Partial     bool     `json:"partial,omitempty"`
+	Unreachable []string `json:"unreachable,omitempty"`
+}
+
+// Query parameter names of the list endpoints, in the order clients send them.
+var queryParams = []string{"action", "status", "rule", "trigger", "event", "pack", "cursor"}
+
+// Field returns the field behind list query parameter name, nil if there is
+// none; the server, the client and the CLI flags share this one mapping.
+func (q *ListQuery) Field(name string) *string {
+	switch name {
+	case "action":
+		return &q.Action
+	case "status":
+		return &q.Status
+	case "rule":
+		return &q.Rule
+	case "trigger":
+		return &q.Trigger
+	case "event":
+		return &q.Event
+	case "pack":
+		return &q.Pack
+	case "cursor":
+		return &q.Cursor
+	}
+	return nil
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/troupehq/troupe/runtimes"
+)
+
+func newAgentCommand() *cobra.Command {
+	var (
+		configFile  string
+		dev, checkC bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a Troupe node",
+		Long: `Run a Troupe node: sensors, rules, executions and a worker, with the HTTP API.
+
+Settings come from defaults, then --config FILE (YAML), then TROUPE_* environment
+variables, then flags. --dev only changes defaults: data in ./troupe-data, the
+example packs in packs/examples, text logs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if v, ok := os.LookupEnv("TROUPE_DEV"); ok && !cmd.Flags().Changed("dev") {
+				dev, _ = strconv.ParseBool(v)
+			}
+			if v, ok := os.LookupEnv("TROUPE_CONFIG"); ok && configFile == "" {
+				configFile = v
+			}
+			cfg, err := loadAgentConfig(cmd.Flags(), dev, configFile)
+			if err != nil {
+				return fmt.Errorf("invalid configuration:\n%w", err)
+			}
+			cmd.SilenceUsage = true
+			if checkC {
+				return checkConfig(cmd, cfg)
+			}
+			return runAgent(cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML config file; unknown keys are errors [env TROUPE_CONFIG]")
+	f.BoolVar(&dev, "dev", false, "development defaults: ./troupe-data, packs/examples, text logs [env TROUPE_DEV]")
+	f.BoolVar(&checkC, "check-config", false, "validate the configuration and packs, then exit")
+	bindFlags(f)
+	return cmd
+}
+
+// checkConfig validates everything a start would, without opening storage.
+func checkConfig(cmd *cobra.Command, cfg agentConfig) error {
+	reg, err := runtimes.NewRegistry(runtimes.DefaultConfig(), cfg.Runtimes)
+	if err != nil {
+		return err
+	}
+	cat, err := loadCatalog(cfg, reg)
+	if err != nil {
+		return err
+	}
+	for _, w := range cat.Warnings() {
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning:", w.Error())
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "configuration ok: node %s, %d packs, %d rules, %d actions, runtimes %v\n",
+		cfg.NodeName, len(cat.Packs()), len(cat.Rules()), len(cat.Actions()), reg.Names())
+	return nil
+}
+
+func runAgent(cfg agentConfig) error {
+	log := cfg.logger()
+	n, err := startNode(cfg, log)
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
+	sig := <-sigs
+	log.Info("shutting down", "signal", sig.String())
+	signal.Stop(sigs)
+	n.stop(cfg.Shutdown)
+	return nil
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/troupehq/troupe/actors/protocol"
+	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/storage"
+)
+
+// backend serves the HTTP API from this node's actors and store.
+type backend struct{ n *node }
+
+var _ api.Backend = (*backend)(nil)
+
+// acceptTimeout bounds how long a webhook waits for its event to be stored.
+const acceptTimeout = 30 * time.Second
+
+func (b *backend) Webhook(ctx context.Context, name string, headers map[string]string, body any) (domain.ID, error) {
+	params := map[string]any{"url": name}
+	instance := domain.TriggerInstance(webhookTrigger, params)
+	if !b.n.webhooks[instance] {
+		return domain.ID{}, fmt.Errorf("webhook %q: %w (no enabled rule has trigger core.webhook with url %q)", name, domain.ErrNotFound, name)
+	}
+	now := time.Now().UTC()
+	ev := &domain.Event{ID: domain.NewID(now), Trigger: webhookTrigger, Instance: instance,
+		Payload: map[string]any{"headers": headers, "body": body}, Source: "webhook " + name, CreatedAt: now}
+	msg, err := protocol.NewEvent(ev)
+	if err != nil {
+		return domain.ID{}, fmt.Errorf("encode event: %w", err)
+	}
+	res, err := b.n.system.Root.RequestFuture(b.n.pid(protocol.RulesActor), msg, acceptTimeout).Result()
+	if err != nil {
+		return domain.ID{}, fmt.Errorf("accept event: %w", err)
+	}
+	if acc := res.(*protocol.EventAccepted); acc.Error != "" {
+		return domain.ID{}, errors.New(acc.Error)
+	}
+	return ev.ID, nil
+}
+
+func (b *backend) Run(ctx context.Context, ref string, params map[string]any) (*domain.Execution, error) {
+	action, ok := b.n.catalog.Action(ref)
+	if !ok {
+		return nil, fmt.Errorf("action %q: %w", ref, domain.ErrNotFound)
+	}
+	valid, err := b.n.catalog.ValidateParams(ref, params)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	ex := &domain.Execution{ID: domain.NewID(now), Action: ref, Runtime: action.Runtime, Status: domain.StatusRequested,
+		Parameters: valid, Attempt: 1, Node: b.n.cfg.NodeName, CreatedAt: now, Secret: action.SecretParams()}
+	if err := b.n.store.CreateExecution(ex); err != nil {
+		return nil, fmt.Errorf("store execution: %w", err)
+	}
+	b.n.system.Root.Send(b.n.pid(protocol.ExecutionsActor), &protocol.StartExecution{ExecutionId: ex.ID[:]})
+	return ex, nil
+}
+
+func (b *backend) Execution(_ context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error) {
+	ex, err := b.n.store.Execution(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := b.n.store.History(id)
+	return ex, h, err
+}
+
+func (b *backend) WaitExecution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error) {
+	if _, err := b.n.done.wait(ctx, id, func() (*domain.Execution, error) { return b.n.store.Execution(id) }); err != nil {
+		return nil, nil, err
+	}
+	return b.Execution(ctx, id)
+}
+
+func (b *backend) Executions(_ context.Context, q api.ListQuery) (api.Page[*domain.Execution], error) {
+	f := storage.ExecutionFilter{Action: q.Action, Rule: q.Rule, Status: domain.Status(q.Status)}
+	if q.Event != "" {
+		var err error
+		if f.Event, err = domain.ParseID(q.Event); err != nil {
+			return api.Page[*domain.Execution]{}, err
+		}
+	}
+	return page(q, func(limit int, cursor domain.ID) ([]*domain.Execution, domain.ID, error) {
+		return b.n.store.Executions(f, limit, cursor)
+	})
+}
+
+func (b *backend) Event(_ context.Context, id domain.ID) (*domain.Event, error) {
+	return b.n.store.Event(id)
+}
+
+func (b *backend) Events(_ context.Context, q api.ListQuery) (api.Page[*domain.Event], error) {
+	return page(q, func(limit int, cursor domain.ID) ([]*domain.Event, domain.ID, error) {
+		return b.n.store.Events(storage.EventFilter{Trigger: q.Trigger}, limit, cursor)
+	})
+}
+
+func (b *backend) Enforcement(_ context.Context, id domain.ID) (*domain.Enforcement, error) {
+	return b.n.store.Enforcement(id)
+}
+
+func (b *backend) Enforcements(_ context.Context, q api.ListQuery) (api.Page[*domain.Enforcement], error) {
+	f := storage.EnforcementFilter{Rule: q.Rule}
+	if q.Event != "" {
+		var err error
+		if f.Event, err = domain.ParseID(q.Event); err != nil {
+			return api.Page[*domain.Enforcement]{}, err
+		}
+	}
+	return page(q, func(limit int, cursor domain.ID) ([]*domain.Enforcement, domain.ID, error) {
+		return b.n.store.Enforcements(f, limit, cursor)
+	})
+}
+
+func (b *backend) Packs() []*domain.Pack { return b.n.catalog.Packs() }
+
+func (b *backend) Ready() error {
+	if err := b.n.ready.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// page runs one store listing for an API query; cursors are ID text.
+func page[T any](q api.ListQuery, list func(int, domain.ID) ([]T, domain.ID, error)) (api.Page[T], error) {
+	var cursor domain.ID
+	if q.Cursor != "" {
+		var err error
+		if cursor, err = domain.ParseID(q.Cursor); err != nil {
+			return api.Page[T]{}, fmt.Errorf("cursor: %w", err)
+		}
+	}
+	items, next, err := list(q.Limit, cursor)
+	if err != nil {
+		return api.Page[T]{}, err
+	}
+	p := api.Page[T]{Items: items}
+	if !next.IsZero() {
+		p.Next = next.String()
+	}
+	if p.Items == nil {
+		p.Items = []T{}
+	}
+	return p, nil
+}

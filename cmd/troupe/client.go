@@ -1,0 +1,335 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/domain"
+)
+
+func (o *cli) client() *api.Client { return api.NewClient(o.addr) }
+
+func newRunCommand(o *cli) *cobra.Command {
+	var async bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "run REF [key=value | key=@file ...]",
+		Short: "Run an action and wait for its result",
+		Long: `Run an action and wait for its result.
+
+A value is JSON when it parses as JSON (42, true, null, "quoted", {"a": 1}, [1, 2]),
+otherwise the text itself. key=@file reads the value from file, typed the same way;
+key=@@text passes the literal text @text.
+
+Exit codes: 0 succeeded; 1 another terminal status; 2 usage or API error, or
+--timeout passed before the execution ended (it goes on).`,
+		Example: "  troupe run core.local cmd='uname -a'\n  troupe run demo.deploy hosts='[\"a\",\"b\"]' config=@deploy.json --timeout 5m",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			params, err := parseParams(args[1:], os.ReadFile)
+			if err != nil {
+				return err
+			}
+			c := o.client()
+			e, err := c.Run(cmd.Context(), args[0], params)
+			if err != nil {
+				return err
+			}
+			if async {
+				if o.output == "json" {
+					return writeJSON(o.stdout, e)
+				}
+				_, err := fmt.Fprintln(o.stdout, e.ID)
+				return err
+			}
+			ctx := cmd.Context()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			final, err := c.Wait(ctx, e.ID.String())
+			switch {
+			case err != nil && cmd.Context().Err() != nil:
+				return fmt.Errorf("interrupted; execution %s goes on (troupe execution get %s)", e.ID, e.ID)
+			case errors.Is(err, context.DeadlineExceeded):
+				// The poll in flight was cut short, so ask once more for the
+				// status to report.
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 5*time.Second)
+				defer cancel()
+				if cur, err := c.Execution(ctx, e.ID.String(), 0); err == nil {
+					final = cur
+				}
+				return fmt.Errorf("gave up after %s: execution %s is still %s (troupe execution get %s)", timeout, e.ID, cmp.Or(final, e).Status, e.ID)
+			case err != nil:
+				return err
+			}
+			if o.output == "json" {
+				err = writeJSON(o.stdout, final)
+			} else {
+				err = printExecution(o.stdout, final, false)
+			}
+			return cmp.Or(err, outcome(final.Status))
+		},
+	}
+	cmd.Flags().BoolVar(&async, "async", false, "print the execution ID and return without waiting")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "stop waiting after this long (0 waits until the execution ends)")
+	return cmd
+}
+
+// outcome is the error, hence exit code, a terminal status maps to.
+func outcome(st domain.Status) error {
+	if st == domain.StatusSucceeded {
+		return nil
+	}
+	return &statusError{st}
+}
+
+// parseParams turns key=value arguments into action parameters; see the
+// help of `troupe run` for the typing rules.
+func parseParams(args []string, readFile func(string) ([]byte, error)) (map[string]any, error) {
+	params := make(map[string]any, len(args))
+	for _, arg := range args {
+		key, val, ok := strings.Cut(arg, "=")
+		if !ok || key == "" {
+			return nil, fmt.Errorf("argument %q: want key=value, key=@file or key=@@text", arg)
+		}
+		if _, dup := params[key]; dup {
+			return nil, fmt.Errorf("parameter %q is given twice", key)
+		}
+		switch {
+		case strings.HasPrefix(val, "@@"):
+			params[key] = val[1:]
+			continue
+		case strings.HasPrefix(val, "@"):
+			b, err := readFile(val[1:])
+			if err != nil {
+				return nil, fmt.Errorf("parameter %q: %w", key, err)
+			}
+			val = string(b)
+		}
+		params[key] = typed(val)
+	}
+	return params, nil
+}
+
+// typed is s as one JSON value when it is one, else s. Numbers stay
+// json.Number so they reach the node exactly as typed.
+func typed(s string) any {
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return s
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return s
+	}
+	return v
+}
+
+// resource is one kind of thing the API lists and shows; every
+// `troupe <name> list|get` is built from one.
+type resource[T any] struct {
+	name    string   // the command, singular
+	key     string   // what get takes: ID or REF
+	filters []string // list flags, named as the API's query parameters
+	list    func(*api.Client, context.Context, api.ListQuery) (api.Page[T], error)
+	get     func(*api.Client, context.Context, string) (T, error)
+	columns []column[T]
+	show    func(io.Writer, T) error // get's human form
+}
+
+func (r resource[T]) command(o *cli) *cobra.Command {
+	cmd := &cobra.Command{Use: r.name, Short: fmt.Sprintf("List and show %ss", r.name)}
+	var q api.ListQuery
+	list := &cobra.Command{
+		Use:   "list",
+		Short: fmt.Sprintf("List %ss", r.name),
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := r.list(o.client(), cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if p.Partial {
+				fmt.Fprintf(o.stderr, "troupe: warning: partial list; unreachable nodes: %s\n", strings.Join(p.Unreachable, ", "))
+			}
+			if o.output == "json" {
+				return writeJSON(o.stdout, p)
+			}
+			if err := printTable(o.stdout, p.Items, r.columns); err != nil {
+				return err
+			}
+			if p.Next != "" {
+				_, err = fmt.Fprintf(o.stdout, "\nmore: --cursor %s\n", p.Next)
+			}
+			return err
+		},
+	}
+	for _, f := range r.filters {
+		list.Flags().StringVar(q.Field(f), f, "", fmt.Sprintf("only %ss with this %s", r.name, f))
+	}
+	list.Flags().IntVar(&q.Limit, "limit", 0, fmt.Sprintf("at most this many (0: the node's default, %d)", api.DefaultLimit))
+	list.Flags().StringVar(&q.Cursor, "cursor", "", "resume after the page that printed this cursor")
+	get := &cobra.Command{
+		Use:   "get " + r.key,
+		Short: fmt.Sprintf("Show one %s", r.name),
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			v, err := r.get(o.client(), cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if o.output == "json" {
+				return writeJSON(o.stdout, v)
+			}
+			return r.show(o.stdout, v)
+		},
+	}
+	cmd.AddCommand(list, get)
+	return cmd
+}
+
+func resourceCommands(o *cli) []*cobra.Command {
+	return []*cobra.Command{
+		resource[*api.ExecutionView]{
+			name: "execution", key: "ID", filters: []string{"action", "status", "rule"},
+			list: (*api.Client).Executions,
+			get: func(c *api.Client, ctx context.Context, id string) (*api.ExecutionView, error) {
+				return c.Execution(ctx, id, 0)
+			},
+			columns: []column[*api.ExecutionView]{
+				{"ID", func(e *api.ExecutionView) string { return e.ID.String() }},
+				{"ACTION", func(e *api.ExecutionView) string { return e.Action }},
+				{"STATUS", func(e *api.ExecutionView) string { return e.Status.String() }},
+				{"RULE", func(e *api.ExecutionView) string { return e.Rule }},
+				{"CREATED", func(e *api.ExecutionView) string { return timeText(e.CreatedAt) }},
+				{"DURATION", durationText},
+			},
+			show: func(w io.Writer, e *api.ExecutionView) error { return printExecution(w, e, true) },
+		}.command(o),
+		resource[*domain.Event]{
+			name: "event", key: "ID", filters: []string{"trigger"},
+			list: (*api.Client).Events, get: (*api.Client).Event,
+			columns: []column[*domain.Event]{
+				{"ID", func(e *domain.Event) string { return e.ID.String() }},
+				{"TRIGGER", func(e *domain.Event) string { return e.Trigger }},
+				{"SOURCE", func(e *domain.Event) string { return e.Source }},
+				{"NODE", func(e *domain.Event) string { return e.Node }},
+				{"CREATED", func(e *domain.Event) string { return timeText(e.CreatedAt) }},
+			},
+			show: fields(func(e *domain.Event) []field {
+				return []field{{"id", e.ID.String()}, {"trigger", e.Trigger}, {"instance", e.Instance}, {"source", e.Source},
+					{"node", e.Node}, {"created", timeText(e.CreatedAt)}, {"payload", jsonText(e.Payload)}}
+			}),
+		}.command(o),
+		resource[*domain.Enforcement]{
+			name: "enforcement", key: "ID", filters: []string{"rule", "event"},
+			list: (*api.Client).Enforcements, get: (*api.Client).Enforcement,
+			columns: []column[*domain.Enforcement]{
+				{"ID", func(e *domain.Enforcement) string { return e.ID.String() }},
+				{"RULE", func(e *domain.Enforcement) string { return e.Rule }},
+				{"STATUS", func(e *domain.Enforcement) string { return string(e.Status) }},
+				{"EVENT", func(e *domain.Enforcement) string { return e.Event.String() }},
+				{"EXECUTION", func(e *domain.Enforcement) string { return idText(e.Execution) }},
+				{"CREATED", func(e *domain.Enforcement) string { return timeText(e.CreatedAt) }},
+			},
+			show: fields(func(e *domain.Enforcement) []field {
+				return []field{{"id", e.ID.String()}, {"rule", e.Rule}, {"action", e.Action}, {"status", string(e.Status)},
+					{"event", e.Event.String()}, {"execution", idText(e.Execution)}, {"node", e.Node},
+					{"created", timeText(e.CreatedAt)}, {"error", e.Error}}
+			}),
+		}.command(o),
+		resource[*domain.Rule]{
+			name: "rule", key: "REF", filters: []string{"pack"},
+			list: (*api.Client).Rules, get: (*api.Client).Rule,
+			columns: []column[*domain.Rule]{
+				{"REF", func(r *domain.Rule) string { return r.Ref }},
+				{"ENABLED", func(r *domain.Rule) string { return strconv.FormatBool(r.Enabled) }},
+				{"TRIGGER", func(r *domain.Rule) string { return r.Trigger.Type }},
+				{"ACTION", func(r *domain.Rule) string { return r.Action.Ref }},
+				{"DESCRIPTION", func(r *domain.Rule) string { return r.Description }},
+			},
+			show: fields(func(r *domain.Rule) []field {
+				return []field{{"ref", r.Ref}, {"description", r.Description}, {"enabled", strconv.FormatBool(r.Enabled)},
+					{"trigger", r.Trigger.Type}, {"trigger parameters", jsonText(r.Trigger.Parameters)},
+					{"criteria", jsonText(r.Criteria)}, {"expression", r.Expression},
+					{"action", r.Action.Ref}, {"action parameters", jsonText(r.Action.Parameters)}}
+			}),
+		}.command(o),
+		resource[*domain.Action]{
+			name: "action", key: "REF", filters: []string{"pack"},
+			list: (*api.Client).Actions, get: (*api.Client).Action,
+			columns: []column[*domain.Action]{
+				{"REF", func(a *domain.Action) string { return a.Ref }},
+				{"RUNTIME", func(a *domain.Action) string { return a.Runtime }},
+				{"TIMEOUT", func(a *domain.Action) string { return a.Timeout.String() }},
+				{"DESCRIPTION", func(a *domain.Action) string { return a.Description }},
+			},
+			show: fields(func(a *domain.Action) []field {
+				return []field{{"ref", a.Ref}, {"description", a.Description}, {"runtime", a.Runtime},
+					{"entry point", a.EntryPoint}, {"cmd", a.Cmd}, {"timeout", a.Timeout.String()},
+					{"parameters", jsonText(a.Parameters)}}
+			}),
+		}.command(o),
+		resource[*domain.Trigger]{
+			name: "trigger", key: "REF", filters: []string{"pack"},
+			list: (*api.Client).Triggers, get: (*api.Client).Trigger,
+			columns: []column[*domain.Trigger]{
+				{"REF", func(t *domain.Trigger) string { return t.Ref }},
+				{"DESCRIPTION", func(t *domain.Trigger) string { return t.Description }},
+			},
+			show: fields(func(t *domain.Trigger) []field {
+				return []field{{"ref", t.Ref}, {"description", t.Description},
+					{"parameters schema", jsonText(t.ParametersSchema)}, {"payload schema", jsonText(t.PayloadSchema)}}
+			}),
+		}.command(o),
+		resource[*domain.Sensor]{
+			name: "sensor", key: "REF", filters: []string{"pack"},
+			list: (*api.Client).Sensors, get: (*api.Client).Sensor,
+			columns: []column[*domain.Sensor]{
+				{"REF", func(s *domain.Sensor) string { return s.Ref }},
+				{"RUNTIME", func(s *domain.Sensor) string { return s.Runtime }},
+				{"ENABLED", func(s *domain.Sensor) string { return strconv.FormatBool(s.Enabled) }},
+				{"TRIGGERS", func(s *domain.Sensor) string { return strings.Join(s.TriggerTypes, ",") }},
+			},
+			show: fields(func(s *domain.Sensor) []field {
+				return []field{{"ref", s.Ref}, {"description", s.Description}, {"runtime", s.Runtime},
+					{"entry point", s.EntryPoint}, {"enabled", strconv.FormatBool(s.Enabled)},
+					{"triggers", strings.Join(s.TriggerTypes, ", ")}}
+			}),
+		}.command(o),
+		resource[*domain.Pack]{
+			name: "pack", key: "REF",
+			list: (*api.Client).Packs, get: (*api.Client).Pack,
+			columns: []column[*domain.Pack]{
+				{"REF", func(p *domain.Pack) string { return p.Ref }},
+				{"VERSION", func(p *domain.Pack) string { return p.Version }},
+				{"ACTIONS", func(p *domain.Pack) string { return strconv.Itoa(len(p.Actions)) }},
+				{"RULES", func(p *domain.Pack) string { return strconv.Itoa(len(p.Rules)) }},
+				{"TRIGGERS", func(p *domain.Pack) string { return strconv.Itoa(len(p.Triggers)) }},
+				{"SENSORS", func(p *domain.Pack) string { return strconv.Itoa(len(p.Sensors)) }},
+			},
+			show: fields(func(p *domain.Pack) []field {
+				return []field{{"ref", p.Ref}, {"version", p.Version}, {"description", p.Description},
+					{"dir", p.Dir}, {"hash", p.Hash},
+					{"actions", refs(p.Actions, func(a *domain.Action) string { return a.Ref })},
+					{"rules", refs(p.Rules, func(r *domain.Rule) string { return r.Ref })},
+					{"triggers", refs(p.Triggers, func(t *domain.Trigger) string { return t.Ref })},
+					{"sensors", refs(p.Sensors, func(s *domain.Sensor) string { return s.Ref })}}
+			}),
+		}.command(o),
+	}
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/troupehq/troupe/actors/execution"
+	"github.com/troupehq/troupe/actors/protocol"
+	"github.com/troupehq/troupe/actors/rule"
+	"github.com/troupehq/troupe/actors/sensor"
+	"github.com/troupehq/troupe/actors/worker"
+	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/packs"
+	"github.com/troupehq/troupe/rules"
+	"github.com/troupehq/troupe/runtimes"
+	"github.com/troupehq/troupe/storage"
+)
+
+// node is one running Troupe agent: its store, actors and HTTP server.
+type node struct {
+	cfg      agentConfig
+	log      *slog.Logger
+	store    *storage.DB
+	catalog  *packs.Catalog
+	runtimes *runtimes.Registry
+	system   *actor.ActorSystem
+	done     *completions
+	webhooks map[string]bool // trigger instances of enabled webhook rules
+	http     *http.Server
+	listener net.Listener
+	stopDone context.CancelFunc
+	finished chan struct{}
+	ready    atomic.Pointer[error]
+}
+
+// loadCatalog loads and validates every pack, compiling each rule, so that
+// `--check-config` and a real start report the same problems.
+func loadCatalog(cfg agentConfig, reg *runtimes.Registry) (*packs.Catalog, error) {
+	return packs.Load(cfg.Packs, packs.Options{
+		Runtimes:    reg.Names(),
+		CompileRule: func(r *domain.Rule) error { _, err := rules.Compile(r); return err },
+	})
+}
+
+func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
+	n := &node{cfg: cfg, log: log, finished: make(chan struct{})}
+	notReady := errors.New("starting: recovering executions")
+	n.ready.Store(&notReady)
+	reg, err := runtimes.NewRegistry(runtimes.DefaultConfig(), cfg.Runtimes)
+	if err != nil {
+		return nil, err
+	}
+	n.runtimes = reg
+	if n.catalog, err = loadCatalog(cfg, reg); err != nil {
+		return nil, err
+	}
+	for _, w := range n.catalog.Warnings() {
+		log.Warn("pack warning", "problem", w.Error())
+	}
+	if n.store, err = storage.Open(storage.Config{Dir: cfg.DataDir, Logger: log}); err != nil {
+		return nil, err
+	}
+	n.listener, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		n.store.Close()
+		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	n.startActors()
+	if err := n.recover(); err != nil {
+		n.listener.Close()
+		n.system.Shutdown()
+		n.store.Close()
+		return nil, err
+	}
+	n.startSensors()
+	if err := n.serveHTTP(); err != nil {
+		return nil, err
+	}
+	n.ready.Store(nil)
+	log.Info("node ready", "http", n.listener.Addr().String(), "data_dir", cfg.DataDir,
+		"runtimes", reg.Names(), "slots", cfg.Slots, "packs", len(n.catalog.Packs()))
+	return n, nil
+}
+
+func (n *node) pid(name string) *actor.PID { return actor.NewPID(n.system.Address(), name) }
+
+func (n *node) startActors() {
+	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return n.log.With("component", "actor")
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopDone = cancel
+	n.done = newCompletions(n.store, n.log.With("component", "completions"))
+	go func() { n.done.run(ctx); close(n.finished) }()
+
+	root := n.system.Root
+	spawn := func(props *actor.Props, name string) {
+		if _, err := root.SpawnNamed(props, name); err != nil {
+			panic(fmt.Sprintf("spawn %s: %v", name, err)) // a fresh actor system has no name clashes
+		}
+	}
+	spawn(worker.Props(worker.Config{Node: n.cfg.NodeName, Slots: n.cfg.Slots, Runtimes: n.runtimes,
+		Logger: n.log.With("component", "worker")}), protocol.WorkerActor)
+	spawn(execution.Props(execution.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.catalog,
+		Placement: localPlacement{node: n}, OnTerminal: func(*domain.Execution) { n.done.Kick() },
+		Logger: n.log.With("component", "execution")}), protocol.ExecutionsActor)
+
+	var compiled []*rules.Compiled
+	n.webhooks = map[string]bool{}
+	for _, r := range n.enabledRules() {
+		c, err := rules.Compile(r)
+		if err != nil {
+			panic(fmt.Sprintf("rule %s compiled at load but not now: %v", r.Ref, err))
+		}
+		compiled = append(compiled, c)
+		if r.Trigger.Type == webhookTrigger {
+			n.webhooks[domain.TriggerInstance(r.Trigger.Type, r.Trigger.Parameters)] = true
+		}
+	}
+	spawn(rule.Props(rule.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.catalog, Rules: compiled,
+		Logger: n.log.With("component", "rule")}), protocol.RulesActor)
+}
+
+func (n *node) enabledRules() []*domain.Rule {
+	var out []*domain.Rule
+	for _, r := range n.catalog.Rules() {
+		if r.Enabled {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (n *node) startSensors() {
+	var sensors []*domain.Sensor
+	for _, s := range n.catalog.Sensors() {
+		if s.Enabled {
+			sensors = append(sensors, s)
+		}
+	}
+	rc := runtimes.DefaultConfig()
+	props := sensor.Props(sensor.Config{Node: n.cfg.NodeName, Rules: n.enabledRules(), Sensors: sensors,
+		Interpreter: n.runtimes.Interpreter, Env: rc.Env, Logger: n.log.With("component", "sensor")})
+	if _, err := n.system.Root.SpawnNamed(props, protocol.SensorsActor); err != nil {
+		panic(fmt.Sprintf("spawn sensors: %v", err))
+	}
+}
+
+// recover resolves every execution this node left unfinished, before any
+// new work is accepted. Work that never reached a worker runs again; work
+// that may have started cannot be known to have finished, so it is
+// abandoned with a reason rather than run twice.
+func (n *node) recover() error {
+	active, err := n.store.Active()
+	if err != nil {
+		return fmt.Errorf("recover executions: %w", err)
+	}
+	restarted, abandoned := 0, 0
+	for _, ex := range active {
+		switch ex.Status {
+		case domain.StatusRequested, domain.StatusDelayed:
+			n.system.Root.Send(n.pid(protocol.ExecutionsActor), &protocol.StartExecution{ExecutionId: ex.ID[:]})
+			restarted++
+		default:
+			_, _, err := n.store.Apply(ex.ID, storage.Transition{Attempt: ex.Attempt, To: domain.StatusAbandoned, At: time.Now(),
+				Error: fmt.Sprintf("node %s stopped while the execution was %s; it may have run in part", n.cfg.NodeName, ex.Status)})
+			if err != nil {
+				return fmt.Errorf("recover execution %s: %w", ex.ID, err)
+			}
+			abandoned++
+		}
+	}
+	n.done.Kick()
+	if len(active) > 0 {
+		n.log.Info("recovered executions", "requeued", restarted, "abandoned", abandoned)
+	}
+	return nil
+}
+
+func (n *node) serveHTTP() error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg := api.DefaultConfig()
+	cfg.MaxBody, cfg.Logger = n.cfg.MaxBody, n.log
+	cfg.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	srv, err := api.NewServer(cfg, &backend{n: n}, reg)
+	if err != nil {
+		return err
+	}
+	n.http = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := n.http.Serve(n.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// stop shuts the node down in dependency order: no new requests, no new
+// events, running actions stopped and their ends recorded, then storage.
+func (n *node) stop(timeout time.Duration) {
+	stopping := errors.New("shutting down")
+	n.ready.Store(&stopping)
+	deadline := time.Now().Add(timeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if err := n.http.Shutdown(ctx); err != nil {
+		n.log.Warn("http shutdown", "err", err)
+	}
+	root := n.system.Root
+	_ = root.StopFuture(n.pid(protocol.SensorsActor)).Wait()
+	if _, err := root.RequestFuture(n.pid(protocol.WorkerActor), &worker.Drain{}, time.Until(deadline)).Result(); err != nil {
+		n.log.Warn("running actions were not all recorded before the deadline; they will be abandoned at next start", "err", err)
+	}
+	n.system.Shutdown()
+	n.stopDone()
+	<-n.finished
+	if err := n.store.Close(); err != nil {
+		n.log.Error("close storage", "err", err)
+	}
+	n.log.Info("node stopped")
+}
+
+const webhookTrigger = "core.webhook"
+
+// localPlacement places every execution on this node's worker, which is the
+// whole cluster of a single node.
+type localPlacement struct{ node *node }
+
+func (p localPlacement) Worker(runtime string) (*actor.PID, error) {
+	if _, err := p.node.runtimes.Get(runtime); err != nil {
+		return nil, err
+	}
+	return p.node.pid(protocol.WorkerActor), nil
+}
