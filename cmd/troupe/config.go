@@ -14,6 +14,8 @@ import (
 
 	"github.com/goccy/go-yaml"
 	"github.com/spf13/pflag"
+
+	"github.com/troupehq/troupe/domain"
 )
 
 // agentConfig is every setting of `troupe agent`. Each field's yaml tag is
@@ -78,7 +80,7 @@ func loadAgentConfig(fs *pflag.FlagSet, dev bool, file string) (agentConfig, err
 			return cfg, fmt.Errorf("read config: %w", err)
 		}
 		if err := yaml.UnmarshalWithOptions(data, &cfg, yaml.DisallowUnknownField()); err != nil {
-			return cfg, fmt.Errorf("config %s: %s", file, yaml.FormatError(err, false, true))
+			return cfg, fmt.Errorf("config %s: %s%s", file, yaml.FormatError(err, false, true), keyHint(err))
 		}
 	}
 	v := reflect.ValueOf(&cfg).Elem()
@@ -100,6 +102,24 @@ func loadAgentConfig(fs *pflag.FlagSet, dev bool, file string) (agentConfig, err
 		return cfg, err
 	}
 	return cfg, cfg.validate()
+}
+
+// keyHint suggests the setting an unknown config key was probably meant to be.
+func keyHint(err error) string {
+	var unknown *yaml.UnknownFieldError
+	if !errors.As(err, &unknown) {
+		return ""
+	}
+	key := strings.TrimSuffix(strings.TrimPrefix(unknown.Message, `unknown field "`), `"`)
+	var keys []string
+	t := reflect.TypeFor[agentConfig]()
+	for i := range t.NumField() {
+		keys = append(keys, t.Field(i).Tag.Get("yaml"))
+	}
+	if s := domain.Suggest(key, keys); s != "" {
+		return fmt.Sprintf("(did you mean %s?)", s)
+	}
+	return fmt.Sprintf("(known keys: %s)", strings.Join(keys, ", "))
 }
 
 func setField(v reflect.Value, s string) error {

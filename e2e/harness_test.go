@@ -1,0 +1,242 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/domain"
+)
+
+// binary is the troupe binary built once for the whole package.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "troupe-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "troupe")
+	build := exec.Command("go", "build", "-o", binary, "../cmd/troupe")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build troupe:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Node is one troupe agent process under test.
+type Node struct {
+	t       *testing.T
+	Name    string
+	DataDir string
+	Addr    string // http://127.0.0.1:PORT
+	Client  *api.Client
+	args    []string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logMu   sync.Mutex
+	log     bytes.Buffer
+}
+
+// NodeOption adjusts how a node is started.
+type NodeOption func(*Node)
+
+// WithPacks loads the given pack directories (besides the core pack).
+func WithPacks(dirs ...string) NodeOption {
+	return func(n *Node) { n.args = append(n.args, "--packs", strings.Join(dirs, ",")) }
+}
+
+// WithArgs adds raw agent flags.
+func WithArgs(args ...string) NodeOption {
+	return func(n *Node) { n.args = append(n.args, args...) }
+}
+
+// StartNode starts an agent with a fresh data dir and a free port and waits
+// until it is ready. The process is killed when the test ends.
+func StartNode(t *testing.T, name string, opts ...NodeOption) *Node {
+	t.Helper()
+	n := &Node{t: t, Name: name, DataDir: filepath.Join(t.TempDir(), name)}
+	for _, o := range opts {
+		o(n)
+	}
+	n.start()
+	t.Cleanup(func() {
+		n.Kill()
+		if t.Failed() {
+			t.Logf("--- log of node %s ---\n%s", n.Name, n.Log())
+		}
+	})
+	return n
+}
+
+func (n *Node) start() {
+	n.t.Helper()
+	port := freePort(n.t)
+	n.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
+	n.Client = api.NewClient(n.Addr)
+	args := append([]string{"agent", "--node-name", n.Name, "--data-dir", n.DataDir,
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", port), "--log-format", "text", "--log-level", "debug"}, n.args...)
+	n.cmd = exec.Command(binary, args...)
+	n.cmd.Stdout, n.cmd.Stderr = n.logWriter(), n.logWriter()
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatalf("start node %s: %v", n.Name, err)
+	}
+	n.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(n.cmd, n.exited)
+	waitFor(n.t, 30*time.Second, func() error {
+		select {
+		case <-n.exited:
+			n.t.Fatalf("node %s exited during start: %v\n%s", n.Name, n.cmd.ProcessState, n.Log())
+		default:
+		}
+		return n.Client.Ready(context.Background())
+	})
+}
+
+type logWriter struct{ n *Node }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.n.logMu.Lock()
+	defer w.n.logMu.Unlock()
+	return w.n.log.Write(p)
+}
+
+func (n *Node) logWriter() logWriter { return logWriter{n} }
+
+// Log is everything the node printed so far.
+func (n *Node) Log() string {
+	n.logMu.Lock()
+	defer n.logMu.Unlock()
+	return n.log.String()
+}
+
+// Kill sends SIGKILL to the node and everything it started, and waits.
+func (n *Node) Kill() {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+	<-n.exited
+}
+
+// Stop sends SIGTERM and waits for a clean exit.
+func (n *Node) Stop() {
+	n.t.Helper()
+	n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.exited:
+	case <-time.After(60 * time.Second):
+		n.t.Fatalf("node %s did not stop within 60s of SIGTERM", n.Name)
+	}
+	if code := n.cmd.ProcessState.ExitCode(); code != 0 {
+		n.t.Fatalf("node %s exited with %d after SIGTERM", n.Name, code)
+	}
+}
+
+// Restart starts the node again on the same data dir (after Kill or Stop).
+func (n *Node) Restart() {
+	n.t.Helper()
+	n.start()
+}
+
+// WaitExecution waits until execution id is in status want.
+func (n *Node) WaitExecution(id string, want domain.Status, within time.Duration) *api.ExecutionView {
+	n.t.Helper()
+	var ex *api.ExecutionView
+	waitFor(n.t, within, func() error {
+		var err error
+		if ex, err = n.Client.Execution(context.Background(), id, 0); err != nil {
+			return err
+		}
+		if ex.Status != want {
+			return fmt.Errorf("execution %s is %s (error %q), want %s", id, ex.Status, ex.Error, want)
+		}
+		return nil
+	})
+	return ex
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// waitFor polls cond until it returns nil or the time is up; the failure
+// says what was still not true.
+func waitFor(t *testing.T, within time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			_, file, line, _ := runtime.Caller(1)
+			t.Fatalf("%s:%d: still not true after %s: %v", filepath.Base(file), line, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// writePack writes files (path relative to the pack dir → content) into a
+// new pack directory and returns it.
+func writePack(t *testing.T, ref string, files map[string]string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), ref)
+	files["pack.yaml"] = fmt.Sprintf("ref: %s\nversion: 0.1.0\ndescription: e2e test pack\n", ref)
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mode := os.FileMode(0o644)
+		if strings.HasSuffix(name, ".sh") || strings.HasSuffix(name, ".py") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// executionOf waits for the one execution that event evID caused.
+func executionOf(t *testing.T, n *Node, evID string) *api.ExecutionView {
+	t.Helper()
+	var ex *api.ExecutionView
+	waitFor(t, 10*time.Second, func() error {
+		enfs, err := n.Client.Enforcements(context.Background(), api.ListQuery{Event: evID})
+		if err != nil {
+			return err
+		}
+		if len(enfs.Items) != 1 || enfs.Items[0].Execution.IsZero() {
+			return fmt.Errorf("event %s has enforcements %+v, want one with an execution", evID, enfs.Items)
+		}
+		ex, err = n.Client.Execution(context.Background(), enfs.Items[0].Execution.String(), 0)
+		return err
+	})
+	return ex
+}
