@@ -18,6 +18,8 @@ import (
 func TestAdhocRunAndAPIErrors(t *testing.T) {
 	pack := writePack(t, "adhoc", map[string]string{
 		"actions/slow.yaml": "name: slow\nruntime: shell\ncmd: sleep 30\ntimeout: 1\n",
+		"actions/gem.yaml":  "name: gem\nruntime: ruby\nentry_point: gem.rb\n",
+		"actions/gem.rb":    "puts 1\n",
 		"actions/login.yaml": `name: login
 runtime: shell
 cmd: 'printf "%s" "$TROUPE_PARAM_USER"'
@@ -61,6 +63,20 @@ parameters:
 		ex = n.WaitExecution(ex.ID.String(), domain.StatusTimeout, 15*time.Second)
 		if d := ex.Duration(); d < time.Second || d > 5*time.Second || !strings.Contains(ex.Error, "timed out") {
 			t.Errorf("timeout after %s with error %q", d, ex.Error)
+		}
+	})
+
+	t.Run("a runtime the node lacks fails the execution, naming it", func(t *testing.T) {
+		if !strings.Contains(n.Log(), `runtime \"ruby\" is not available`) {
+			t.Error("no load-time warning about the ruby runtime")
+		}
+		ex, err := n.Client.Run(ctx, "adhoc.gem", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ex = n.WaitExecution(ex.ID.String(), domain.StatusFailed, 10*time.Second)
+		if want := `runtime "ruby" not found (available: builtin, python, shell)`; ex.Error != want {
+			t.Errorf("error %q, want %q", ex.Error, want)
 		}
 	})
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/metrics"
 	"github.com/troupehq/troupe/storage"
 )
 
@@ -48,6 +49,7 @@ type Config struct {
 	// the worker's final report before it gives the execution up as
 	// abandoned. Default 60s.
 	ReportGrace time.Duration
+	Metrics     *metrics.Metrics // default: registered nowhere
 	Logger      *slog.Logger
 }
 
@@ -57,6 +59,9 @@ func (c *Config) defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.Discard()
 	}
 	if c.OnTerminal == nil {
 		c.OnTerminal = func(*domain.Execution) {}
@@ -175,6 +180,7 @@ func (c *child) requestSlot(ctx actor.Context) {
 	}
 	worker, err := c.cfg.Placement.Worker(c.ex.Runtime)
 	if err != nil {
+		c.cfg.Metrics.PlacementFailures.WithLabelValues(c.ex.Runtime).Inc()
 		c.apply(ctx, storage.Transition{Attempt: c.ex.Attempt, To: domain.StatusFailed, At: time.Now(), Error: err.Error()})
 		return
 	}
@@ -232,7 +238,9 @@ func (c *child) onReport(ctx actor.Context, r *protocol.Report) {
 	}
 	// A report that can no longer apply (the execution ended meanwhile) is
 	// still acknowledged, or the worker would resend it forever.
-	c.apply(ctx, ts...)
+	if !c.apply(ctx, ts...) {
+		return // not committed: no ack, so the worker sends it again
+	}
 	ack := &protocol.ReportAck{ExecutionId: r.ExecutionId, Attempt: r.Attempt, Status: string(c.ex.Status)}
 	if ctx.Sender() != nil {
 		ctx.Respond(ack)
@@ -248,6 +256,9 @@ func (c *child) apply(ctx actor.Context, ts ...storage.Transition) bool {
 	ex, applied, err := c.cfg.Store.Apply(c.id, ts...)
 	if ex != nil {
 		c.ex = ex
+	}
+	if !applied && (err == nil || errors.Is(err, domain.ErrTransition)) {
+		c.cfg.Metrics.Duplicates.WithLabelValues("transition").Inc()
 	}
 	if err != nil && !errors.Is(err, domain.ErrTransition) {
 		c.log.Error("apply transition", "to", ts[len(ts)-1].To, "err", err)

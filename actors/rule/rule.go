@@ -10,6 +10,7 @@ import (
 
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/metrics"
 	"github.com/troupehq/troupe/rules"
 )
 
@@ -35,6 +36,7 @@ type Config struct {
 	// Concurrent commits share fsyncs, so throughput needs many; the bound
 	// keeps memory flat under overload (the sender waits instead). Default 256.
 	Commits int
+	Metrics *metrics.Metrics // default: registered nowhere
 	Logger  *slog.Logger
 }
 
@@ -45,6 +47,9 @@ func Props(cfg Config) *actor.Props {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.Discard()
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &router{cfg: cfg, children: map[string]*actor.PID{}}
@@ -122,10 +127,15 @@ func (e *evaluator) Receive(ctx actor.Context) {
 		switch {
 		case errors.Is(err, domain.ErrDuplicate):
 			ack.Duplicate, ack.Executions = true, 0
+			e.cfg.Metrics.Duplicates.WithLabelValues("event").Inc()
 		case err != nil:
 			e.log.Error("store event", "event", ev.ID, "err", err)
 			ack.Error, ack.Executions = "store event: "+err.Error(), 0
 		default:
+			e.cfg.Metrics.EventsIngested.WithLabelValues(ev.Trigger).Inc()
+			for _, enf := range enfs {
+				e.cfg.Metrics.Enforcements.WithLabelValues(enf.Rule, string(enf.Status)).Inc()
+			}
 			for _, ex := range exs {
 				root.Send(executions, &protocol.StartExecution{ExecutionId: ex.ID[:]})
 			}
@@ -148,12 +158,15 @@ func (e *evaluator) evaluate(ev *domain.Event) ([]*domain.Enforcement, []*domain
 		r := c.Rule
 		ok, err := c.Match(scope)
 		if err != nil {
+			e.cfg.Metrics.RuleEvaluations.WithLabelValues(r.Ref, "error").Inc()
 			e.log.Warn("rule evaluation failed", "rule", r.Ref, "event", ev.ID, "err", err)
 			continue
 		}
 		if !ok {
+			e.cfg.Metrics.RuleEvaluations.WithLabelValues(r.Ref, "unmatched").Inc()
 			continue
 		}
+		e.cfg.Metrics.RuleEvaluations.WithLabelValues(r.Ref, "matched").Inc()
 		enf := &domain.Enforcement{ID: domain.EnforcementID(ev.ID, r.Ref), Event: ev.ID, Rule: r.Ref,
 			Action: r.Action.Ref, Status: domain.EnforcementSucceeded, Node: e.cfg.Node, CreatedAt: now}
 		enfs = append(enfs, enf)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/domain"
@@ -44,12 +45,15 @@ func (s *supervisor) Receive(ctx actor.Context) {
 
 func (s *supervisor) loop(ctx context.Context, system *actor.ActorSystem) {
 	backoff := time.Second
+	up := s.cfg.Metrics.SensorUp.WithLabelValues(s.sensor.Ref)
 	for ctx.Err() == nil {
 		began := time.Now()
-		err := s.runOnce(ctx, system)
+		err := s.runOnce(ctx, system, up)
+		up.Set(0)
 		if ctx.Err() != nil {
 			return
 		}
+		s.cfg.Metrics.SensorRestarts.WithLabelValues(s.sensor.Ref).Inc()
 		if time.Since(began) > s.cfg.MaxBackoff {
 			backoff = time.Second // it ran well for a while: start over
 		}
@@ -63,7 +67,7 @@ func (s *supervisor) loop(ctx context.Context, system *actor.ActorSystem) {
 	}
 }
 
-func (s *supervisor) runOnce(ctx context.Context, system *actor.ActorSystem) error {
+func (s *supervisor) runOnce(ctx context.Context, system *actor.ActorSystem, up prometheus.Gauge) error {
 	interp, err := s.cfg.Interpreter(s.sensor.Runtime)
 	if err != nil {
 		return err
@@ -86,6 +90,7 @@ func (s *supervisor) runOnce(ctx context.Context, system *actor.ActorSystem) err
 		return fmt.Errorf("start %s: %w", s.sensor.EntryPoint, err)
 	}
 	s.log.Info("sensor started", "pid", cmd.Process.Pid)
+	up.Set(1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 0, 4096), maxLine)

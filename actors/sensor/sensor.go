@@ -7,6 +7,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/metrics"
 )
 
 // Interpreter returns the program that runs a script of runtime name, e.g.
@@ -25,6 +26,7 @@ type Config struct {
 	Env []string
 	// MaxBackoff caps the delay between restarts of a failing sensor. Default 60s.
 	MaxBackoff time.Duration
+	Metrics    *metrics.Metrics // default: registered nowhere
 	Logger     *slog.Logger
 }
 
@@ -35,6 +37,9 @@ func Props(cfg Config) *actor.Props {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.Discard()
 	}
 	return actor.PropsFromProducer(func() actor.Actor { return &keeper{cfg: cfg} })
 }
@@ -60,7 +65,7 @@ func (k *keeper) Receive(ctx actor.Context) {
 			continue // not a timer trigger
 		}
 		started[inst] = true
-		t := &timer{trigger: r.Trigger.Type, params: r.Trigger.Parameters, instance: inst, sched: sched,
+		t := &timer{trigger: r.Trigger.Type, lag: k.cfg.Metrics.TimerLag.WithLabelValues(r.Trigger.Type), params: r.Trigger.Parameters, instance: inst, sched: sched,
 			log: k.cfg.Logger.With("component", "timer", "trigger", inst)}
 		ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return t }))
 	}

@@ -2,12 +2,12 @@ package sensor
 
 import (
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
-	"log/slog"
-
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 
 	"github.com/troupehq/troupe/actors/protocol"
@@ -106,6 +106,7 @@ type timer struct {
 	instance string
 	sched    Schedule
 	clock    *time.Timer
+	lag      prometheus.Observer
 	log      *slog.Logger
 }
 
@@ -120,6 +121,7 @@ func (t *timer) Receive(ctx actor.Context) {
 			t.clock.Stop()
 		}
 	case fire:
+		t.lag.Observe(time.Since(msg.at).Seconds())
 		ev, err := protocol.NewEvent(TickEvent(t.trigger, t.instance, t.params, msg.at))
 		if err != nil {
 			t.log.Error("encode tick", "err", err)

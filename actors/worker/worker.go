@@ -12,6 +12,7 @@ import (
 
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/metrics"
 	"github.com/troupehq/troupe/runtimes"
 )
 
@@ -35,6 +36,7 @@ type Config struct {
 	// Remember is how long a finished, acknowledged attempt is remembered
 	// for deduplication. Default 2m.
 	Remember time.Duration
+	Metrics  *metrics.Metrics // default: registered nowhere
 	Logger   *slog.Logger
 }
 
@@ -53,6 +55,9 @@ func (c *Config) defaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.Discard()
 	}
 }
 
@@ -152,6 +157,7 @@ func (w *worker) Receive(ctx actor.Context) {
 		w.answerDrainers(ctx)
 	case tick:
 		w.onTick(ctx)
+		w.gauge()
 	case *Drain:
 		w.draining = true
 		w.queue = nil
@@ -171,6 +177,7 @@ func (w *worker) onSlotRequest(ctx actor.Context, r *protocol.SlotRequest) {
 	k := key{protocol.ID(r.ExecutionId), r.Attempt}
 	if a := w.seen[k]; a != nil {
 		// A repeated request is answered with where the attempt is now.
+		w.cfg.Metrics.Duplicates.WithLabelValues("slot_request").Inc()
 		switch a.phase {
 		case granted:
 			w.grant(ctx, r, a)
@@ -226,6 +233,7 @@ func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 		w.send(ctx, a)
 		return
 	case a.phase != granted:
+		w.cfg.Metrics.Duplicates.WithLabelValues("assignment").Inc()
 		w.send(ctx, a) // duplicate assignment: never a second run
 		return
 	}
@@ -273,6 +281,14 @@ func (w *worker) onFinished(ctx actor.Context, f finished) {
 	a.acked = false
 	w.send(ctx, a)
 	w.freeSlot(ctx)
+}
+
+// gauge publishes slot usage; called on the resend tick, so it costs
+// nothing per execution.
+func (w *worker) gauge() {
+	w.cfg.Metrics.WorkerSlots.WithLabelValues("used").Set(float64(w.used))
+	w.cfg.Metrics.WorkerSlots.WithLabelValues("free").Set(float64(w.cfg.Slots - w.used))
+	w.cfg.Metrics.WorkerQueued.Set(float64(len(w.queue)))
 }
 
 func (w *worker) newReport(id []byte, att int32, steps ...*protocol.Step) *protocol.Report {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/metrics"
 	"github.com/troupehq/troupe/storage"
 )
 
@@ -17,14 +18,15 @@ import (
 // repeat is harmless.
 type completions struct {
 	store   *storage.DB
+	metrics *metrics.Metrics
 	log     *slog.Logger
 	kick    chan struct{}
 	mu      sync.Mutex
 	waiters map[domain.ID][]chan struct{}
 }
 
-func newCompletions(store *storage.DB, log *slog.Logger) *completions {
-	return &completions{store: store, log: log, kick: make(chan struct{}, 1), waiters: map[domain.ID][]chan struct{}{}}
+func newCompletions(store *storage.DB, m *metrics.Metrics, log *slog.Logger) *completions {
+	return &completions{store: store, metrics: m, log: log, kick: make(chan struct{}, 1), waiters: map[domain.ID][]chan struct{}{}}
 }
 
 // Kick wakes the dispatcher; it never blocks.
@@ -58,6 +60,7 @@ func (c *completions) drain() {
 			return
 		}
 		for _, done := range batch {
+			c.observe(done.Execution)
 			c.announce(done.Execution)
 			if err := c.store.AckCompletion(done); err != nil {
 				c.log.Error("ack completion", "execution", done.Execution, "err", err)
@@ -65,6 +68,27 @@ func (c *completions) drain() {
 		}
 		if len(batch) < 1024 {
 			return
+		}
+	}
+}
+
+// observe records a finished execution's metrics; the outbox makes this
+// once per execution rather than once per report.
+func (c *completions) observe(id domain.ID) {
+	ex, err := c.store.Execution(id)
+	if err != nil {
+		c.log.Error("read finished execution", "execution", id, "err", err)
+		return
+	}
+	m := c.metrics
+	m.ExecutionsFinished.WithLabelValues(ex.Action, ex.Runtime, string(ex.Status)).Inc()
+	if ex.FinishedAt != nil {
+		m.EventToCompletion.WithLabelValues(ex.Runtime).Observe(ex.FinishedAt.Sub(ex.CreatedAt).Seconds())
+	}
+	if ex.StartedAt != nil {
+		m.ScheduleToStart.WithLabelValues(ex.Runtime).Observe(ex.StartedAt.Sub(ex.CreatedAt).Seconds())
+		if ex.FinishedAt != nil {
+			m.RunSeconds.WithLabelValues(ex.Runtime).Observe(ex.FinishedAt.Sub(*ex.StartedAt).Seconds())
 		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/troupehq/troupe/actors/worker"
 	"github.com/troupehq/troupe/api"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/metrics"
 	"github.com/troupehq/troupe/packs"
 	"github.com/troupehq/troupe/rules"
 	"github.com/troupehq/troupe/runtimes"
@@ -37,6 +38,8 @@ type node struct {
 	runtimes *runtimes.Registry
 	system   *actor.ActorSystem
 	done     *completions
+	registry *prometheus.Registry // this node's own: never the global one
+	metrics  *metrics.Metrics
 	webhooks map[string]bool // trigger instances of enabled webhook rules
 	http     *http.Server
 	listener net.Listener
@@ -55,7 +58,9 @@ func loadCatalog(cfg agentConfig, reg *runtimes.Registry) (*packs.Catalog, error
 }
 
 func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
-	n := &node{cfg: cfg, log: log, finished: make(chan struct{})}
+	n := &node{cfg: cfg, log: log, finished: make(chan struct{}), registry: prometheus.NewRegistry()}
+	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.metrics = metrics.New(n.registry)
 	notReady := errors.New("starting: recovering executions")
 	n.ready.Store(&notReady)
 	reg, err := runtimes.NewRegistry(runtimes.DefaultConfig(), cfg.Runtimes)
@@ -102,7 +107,7 @@ func (n *node) startActors() {
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stopDone = cancel
-	n.done = newCompletions(n.store, n.log.With("component", "completions"))
+	n.done = newCompletions(n.store, n.metrics, n.log.With("component", "completions"))
 	go func() { n.done.run(ctx); close(n.finished) }()
 
 	root := n.system.Root
@@ -112,10 +117,10 @@ func (n *node) startActors() {
 		}
 	}
 	spawn(worker.Props(worker.Config{Node: n.cfg.NodeName, Slots: n.cfg.Slots, Runtimes: n.runtimes,
-		Logger: n.log.With("component", "worker")}), protocol.WorkerActor)
+		Metrics: n.metrics, Logger: n.log.With("component", "worker")}), protocol.WorkerActor)
 	spawn(execution.Props(execution.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.catalog,
 		Placement: localPlacement{node: n}, OnTerminal: func(*domain.Execution) { n.done.Kick() },
-		Logger: n.log.With("component", "execution")}), protocol.ExecutionsActor)
+		Metrics: n.metrics, Logger: n.log.With("component", "execution")}), protocol.ExecutionsActor)
 
 	var compiled []*rules.Compiled
 	n.webhooks = map[string]bool{}
@@ -130,7 +135,7 @@ func (n *node) startActors() {
 		}
 	}
 	spawn(rule.Props(rule.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.catalog, Rules: compiled,
-		Logger: n.log.With("component", "rule")}), protocol.RulesActor)
+		Metrics: n.metrics, Logger: n.log.With("component", "rule")}), protocol.RulesActor)
 }
 
 func (n *node) enabledRules() []*domain.Rule {
@@ -152,7 +157,7 @@ func (n *node) startSensors() {
 	}
 	rc := runtimes.DefaultConfig()
 	props := sensor.Props(sensor.Config{Node: n.cfg.NodeName, Rules: n.enabledRules(), Sensors: sensors,
-		Interpreter: n.runtimes.Interpreter, Env: rc.Env, Logger: n.log.With("component", "sensor")})
+		Interpreter: n.runtimes.Interpreter, Env: rc.Env, Metrics: n.metrics, Logger: n.log.With("component", "sensor")})
 	if _, err := n.system.Root.SpawnNamed(props, protocol.SensorsActor); err != nil {
 		panic(fmt.Sprintf("spawn sensors: %v", err))
 	}
@@ -190,12 +195,10 @@ func (n *node) recover() error {
 }
 
 func (n *node) serveHTTP() error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := api.DefaultConfig()
 	cfg.MaxBody, cfg.Logger = n.cfg.MaxBody, n.log
-	cfg.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
-	srv, err := api.NewServer(cfg, &backend{n: n}, reg)
+	cfg.Metrics = promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry})
+	srv, err := api.NewServer(cfg, &backend{n: n}, n.registry)
 	if err != nil {
 		return err
 	}
