@@ -48,6 +48,10 @@ var codeStatus = map[string]int{
 	CodeInternal:          http.StatusInternalServerError,
 }
 
+// NewError builds an API error with a code from the table; a Backend
+// returns one when no domain error says what it means (e.g. not ready).
+func NewError(code, format string, args ...any) *Error { return newError(code, format, args...) }
+
 func newError(code, format string, args ...any) *Error {
 	return &Error{Status: codeStatus[code], Code: code, Message: fmt.Sprintf(format, args...)}
 }

@@ -109,7 +109,7 @@ func (s *Server) routes() {
 	validID := func(v string) error { _, err := domain.ParseID(v); return err }
 	s.route("POST /api/v1/webhooks/{name}", s.webhook)
 	s.route("POST /api/v1/executions", s.run)
-	s.route("GET /api/v1/executions", list(s.b.Executions, executionItem, validID, "action", "status", "rule"))
+	s.route("GET /api/v1/executions", list(s.b.Executions, executionItem, validID, "action", "status", "rule", "event"))
 	s.route("GET /api/v1/executions/{id}", s.execution)
 	s.route("GET /api/v1/events", list(s.b.Events, same[*domain.Event], validID, "trigger"))
 	s.route("GET /api/v1/events/{id}", get("event", "id", domain.ParseID, s.b.Event))

@@ -1,7 +1,9 @@
 package domain
 
 import (
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -80,5 +82,17 @@ func TestSuggest(t *testing.T) {
 		if got := Suggest(tc.word, cands); got != tc.want {
 			t.Errorf("Suggest(%q) = %q, want %q", tc.word, got, tc.want)
 		}
+	}
+}
+
+func TestActionTimeoutIsSecondsInJSON(t *testing.T) {
+	a := &Action{Ref: "p.a", Timeout: 90 * time.Second}
+	b, err := json.Marshal(a)
+	if err != nil || !strings.Contains(string(b), `"timeout":90`) {
+		t.Fatalf("marshal: %s %v", b, err)
+	}
+	var back Action
+	if err := json.Unmarshal(b, &back); err != nil || back.Timeout != a.Timeout || back.Ref != a.Ref {
+		t.Fatalf("round trip: %+v %v", back, err)
 	}
 }

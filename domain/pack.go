@@ -53,10 +53,35 @@ type Action struct {
 	Parameters map[string]*Param `json:"parameters,omitempty"`
 	// ParamOrder lists parameter names in file order, for stable output.
 	ParamOrder []string      `json:"-"`
-	Timeout    time.Duration `json:"timeout"`
+	Timeout    time.Duration `json:"-"` // as whole seconds in JSON, like the pack file
+
 	// Schema is the compiled-ready JSON Schema of the parameters object.
 	Schema json.RawMessage `json:"-"`
 	Pos    Pos             `json:"-"`
+}
+
+// MarshalJSON writes the timeout in seconds, as pack files give it; a
+// Duration would come out in nanoseconds.
+func (a *Action) MarshalJSON() ([]byte, error) {
+	type plain Action // drops this method, so no recursion
+	return json.Marshal(struct {
+		*plain
+		Timeout float64 `json:"timeout"`
+	}{(*plain)(a), a.Timeout.Seconds()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (a *Action) UnmarshalJSON(b []byte) error {
+	type plain Action
+	aux := struct {
+		*plain
+		Timeout float64 `json:"timeout"`
+	}{plain: (*plain)(a)}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	a.Timeout = time.Duration(aux.Timeout * float64(time.Second))
+	return nil
 }
 
 // SecretParams lists the names of the action's secret parameters.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -49,6 +50,9 @@ func Open(cfg Config) (*DB, error) {
 	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	pdb, err := pebble.Open(cfg.Dir, opts)
 	if err != nil {
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("open storage in %s: the directory is locked: is another troupe agent using this data dir? (%w)", cfg.Dir, err)
+		}
 		return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
 	}
 	log.Info("storage opened", "dir", cfg.Dir)

@@ -28,7 +28,10 @@ example packs in packs/examples, text logs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if v, ok := os.LookupEnv("TROUPE_DEV"); ok && !cmd.Flags().Changed("dev") {
-				dev, _ = strconv.ParseBool(v)
+				var err error
+				if dev, err = strconv.ParseBool(v); err != nil {
+					return fmt.Errorf("environment TROUPE_DEV: %q is not true or false", v)
+				}
 			}
 			if v, ok := os.LookupEnv("TROUPE_CONFIG"); ok && configFile == "" {
 				configFile = v
@@ -54,7 +57,7 @@ example packs in packs/examples, text logs.`,
 
 // checkConfig validates everything a start would, without opening storage.
 func checkConfig(cmd *cobra.Command, cfg agentConfig) error {
-	reg, err := runtimes.NewRegistry(runtimes.DefaultConfig(), cfg.Runtimes)
+	reg, err := runtimes.NewRegistry(cfg.runtimes(), cfg.Runtimes)
 	if err != nil {
 		return err
 	}
@@ -79,8 +82,12 @@ func runAgent(cfg agentConfig) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, os.Interrupt)
 	sig := <-sigs
-	log.Info("shutting down", "signal", sig.String())
-	signal.Stop(sigs)
+	log.Info("shutting down; a second signal stops at once", "signal", sig.String(), "timeout", cfg.Shutdown)
+	go func() {
+		<-sigs
+		log.Warn("second signal: exiting without waiting; unfinished executions are resolved at next start")
+		os.Exit(1)
+	}()
 	n.stop(cfg.Shutdown)
 	return nil
 }

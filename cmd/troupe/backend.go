@@ -20,7 +20,19 @@ var _ api.Backend = (*backend)(nil)
 // acceptTimeout bounds how long a webhook waits for its event to be stored.
 const acceptTimeout = 30 * time.Second
 
+// accepting refuses new work until recovery has finished, so nothing new
+// overtakes the executions a restart must resolve first.
+func (b *backend) accepting() error {
+	if err := b.Ready(); err != nil {
+		return api.NewError(api.CodeNotReady, "node %s is not accepting work: %v", b.n.cfg.NodeName, err)
+	}
+	return nil
+}
+
 func (b *backend) Webhook(ctx context.Context, name string, headers map[string]string, body any) (domain.ID, error) {
+	if err := b.accepting(); err != nil {
+		return domain.ID{}, err
+	}
 	params := map[string]any{"url": name}
 	instance := domain.TriggerInstance(webhookTrigger, params)
 	if !b.n.webhooks[instance] {
@@ -44,6 +56,9 @@ func (b *backend) Webhook(ctx context.Context, name string, headers map[string]s
 }
 
 func (b *backend) Run(ctx context.Context, ref string, params map[string]any) (*domain.Execution, error) {
+	if err := b.accepting(); err != nil {
+		return nil, err
+	}
 	action, ok := b.n.catalog.Action(ref)
 	if !ok {
 		return nil, fmt.Errorf("action %q: %w", ref, domain.ErrNotFound)

@@ -205,7 +205,7 @@ func (r resource[T]) command(o *cli) *cobra.Command {
 func resourceCommands(o *cli) []*cobra.Command {
 	return []*cobra.Command{
 		resource[*api.ExecutionView]{
-			name: "execution", key: "ID", filters: []string{"action", "status", "rule"},
+			name: "execution", key: "ID", filters: []string{"action", "status", "rule", "event"},
 			list: (*api.Client).Executions,
 			get: func(c *api.Client, ctx context.Context, id string) (*api.ExecutionView, error) {
 				return c.Execution(ctx, id, 0)

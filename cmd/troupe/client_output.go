@@ -135,6 +135,7 @@ func section(s string) string {
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // commands and URLs in output must read as typed
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/runtimes"
 )
 
 // agentConfig is every setting of `troupe agent`. Each field's yaml tag is
@@ -28,10 +29,13 @@ type agentConfig struct {
 	HTTPAddr  string        `yaml:"http_addr" help:"address of the HTTP API, host:port"`
 	Packs     []string      `yaml:"packs" help:"comma-separated pack directories, each a pack or a folder of packs"`
 	Runtimes  []string      `yaml:"runtimes" help:"runtimes this node offers (default: those this machine can run)"`
-	Slots     int           `yaml:"slots" help:"executions this node runs at once (default: 2 × CPUs)"`
+	Slots     int           `yaml:"slots" help:"executions this node runs at once; 2 × CPUs when not set"`
 	MaxBody   int64         `yaml:"max_body" help:"largest accepted request body, in bytes"`
 	LogLevel  string        `yaml:"log_level" help:"debug, info, warn or error"`
 	LogFormat string        `yaml:"log_format" help:"text or json"`
+	Python    string        `yaml:"python" help:"interpreter of the python runtime, resolved once at start to its real binary"`
+	MaxOutput int           `yaml:"max_output" help:"bytes of stdout and of stderr kept per execution; the rest is dropped and marked"`
+	ActionEnv []string      `yaml:"action_env" help:"names of agent environment variables passed to actions and sensors, besides PATH, HOME, LANG, TMPDIR, USER"`
 	Shutdown  time.Duration `yaml:"shutdown_timeout" help:"how long SIGTERM waits for running actions to be stopped and recorded"`
 }
 
@@ -46,6 +50,8 @@ func defaultAgentConfig(dev bool) agentConfig {
 		LogLevel:  "info",
 		LogFormat: "json",
 		Shutdown:  15 * time.Second,
+		Python:    "python3",
+		MaxOutput: 1 << 20,
 	}
 	if dev {
 		c.DataDir, c.Packs, c.LogFormat = "./troupe-data", []string{"packs/examples"}, "text"
@@ -56,11 +62,32 @@ func defaultAgentConfig(dev bool) agentConfig {
 // bindFlags registers one string flag per config field; values are parsed
 // by the same code that parses the file's and the environment's.
 func bindFlags(fs *pflag.FlagSet) {
-	t := reflect.TypeFor[agentConfig]()
+	def := reflect.ValueOf(defaultAgentConfig(false))
+	t := def.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
-		fs.String(flagName(f), "", f.Tag.Get("help")+" [env "+envName(f)+"]")
+		help := f.Tag.Get("help")
+		if v := def.Field(i).Interface(); !def.Field(i).IsZero() && f.Name != "NodeName" {
+			if list, ok := v.([]string); ok {
+				v = strings.Join(list, ",")
+			}
+			help += fmt.Sprintf(" (default %v)", v)
+		}
+		fs.String(flagName(f), "", help+" [env "+envName(f)+"]")
 	}
+}
+
+// runtimes is the runtime configuration these settings describe, shared by
+// actions and script sensors.
+func (c agentConfig) runtimes() runtimes.Config {
+	rc := runtimes.DefaultConfig()
+	rc.Python, rc.MaxOutput = c.Python, c.MaxOutput
+	for _, name := range c.ActionEnv {
+		if v, ok := os.LookupEnv(name); ok {
+			rc.Env = append(rc.Env, name+"="+v)
+		}
+	}
+	return rc
 }
 
 func flagName(f reflect.StructField) string {
@@ -174,6 +201,9 @@ func (c agentConfig) validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log_format: %q, want text or json", c.LogFormat))
+	}
+	if c.MaxOutput < 1024 {
+		errs = append(errs, fmt.Errorf("max_output: %d, must be at least 1024", c.MaxOutput))
 	}
 	if c.Shutdown <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown_timeout: %s, must be positive", c.Shutdown))

@@ -63,9 +63,12 @@ func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 	n.metrics = metrics.New(n.registry)
 	notReady := errors.New("starting: recovering executions")
 	n.ready.Store(&notReady)
-	reg, err := runtimes.NewRegistry(runtimes.DefaultConfig(), cfg.Runtimes)
+	reg, err := runtimes.NewRegistry(cfg.runtimes(), cfg.Runtimes)
 	if err != nil {
 		return nil, err
+	}
+	for name, why := range reg.Unavailable() {
+		log.Warn("runtime unavailable on this node", "runtime", name, "reason", why)
 	}
 	n.runtimes = reg
 	if n.catalog, err = loadCatalog(cfg, reg); err != nil {
@@ -83,16 +86,21 @@ func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	n.startActors()
-	if err := n.recover(); err != nil {
+	// Serving before recovery lets /healthz and /readyz answer (503 until
+	// ready) while a large backlog is resolved; writes are refused meanwhile.
+	if err := n.serveHTTP(); err != nil {
 		n.listener.Close()
 		n.system.Shutdown()
 		n.store.Close()
 		return nil, err
 	}
-	n.startSensors()
-	if err := n.serveHTTP(); err != nil {
+	if err := n.recover(); err != nil {
+		n.http.Close()
+		n.system.Shutdown()
+		n.store.Close()
 		return nil, err
 	}
+	n.startSensors()
 	n.ready.Store(nil)
 	log.Info("node ready", "http", n.listener.Addr().String(), "data_dir", cfg.DataDir,
 		"runtimes", reg.Names(), "slots", cfg.Slots, "packs", len(n.catalog.Packs()))
@@ -155,9 +163,8 @@ func (n *node) startSensors() {
 			sensors = append(sensors, s)
 		}
 	}
-	rc := runtimes.DefaultConfig()
 	props := sensor.Props(sensor.Config{Node: n.cfg.NodeName, Rules: n.enabledRules(), Sensors: sensors,
-		Interpreter: n.runtimes.Interpreter, Env: rc.Env, Metrics: n.metrics, Logger: n.log.With("component", "sensor")})
+		Interpreter: n.runtimes.Interpreter, Env: n.cfg.runtimes().Env, Metrics: n.metrics, Logger: n.log})
 	if _, err := n.system.Root.SpawnNamed(props, protocol.SensorsActor); err != nil {
 		panic(fmt.Sprintf("spawn sensors: %v", err))
 	}
@@ -217,14 +224,17 @@ func (n *node) stop(timeout time.Duration) {
 	stopping := errors.New("shutting down")
 	n.ready.Store(&stopping)
 	deadline := time.Now().Add(timeout)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	// In-flight requests get a moment to finish; long polls (?wait=) are
+	// then cut, since they could hold the shutdown for minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), min(timeout/4, 2*time.Second))
 	defer cancel()
 	if err := n.http.Shutdown(ctx); err != nil {
-		n.log.Warn("http shutdown", "err", err)
+		n.http.Close()
 	}
 	root := n.system.Root
 	_ = root.StopFuture(n.pid(protocol.SensorsActor)).Wait()
-	if _, err := root.RequestFuture(n.pid(protocol.WorkerActor), &worker.Drain{}, time.Until(deadline)).Result(); err != nil {
+	drain := max(time.Until(deadline), time.Second) // a non-positive timeout would mean no timeout at all
+	if _, err := root.RequestFuture(n.pid(protocol.WorkerActor), &worker.Drain{}, drain).Result(); err != nil {
 		n.log.Warn("running actions were not all recorded before the deadline; they will be abandoned at next start", "err", err)
 	}
 	n.system.Shutdown()
