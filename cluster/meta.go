@@ -74,6 +74,9 @@ type Meta struct {
 	Runtimes []string `json:"runtimes,omitempty"`
 	// Slots is how many actions the node runs at once.
 	Slots int `json:"slots,omitempty"`
+	// SlotsUsed is how many of them were busy when last gossiped; placement
+	// prefers less loaded members, and `troupe members` shows it.
+	SlotsUsed int `json:"used,omitempty"`
 	// Started is the start of this process, in Unix nanoseconds. It tells
 	// two lives of one node name apart: whatever the old process held
 	// (running actions, in-memory state) is gone when it changes. New sets
@@ -105,7 +108,7 @@ func (m Meta) Clone() Meta {
 func (m Meta) equal(o Meta) bool {
 	return m.Name == o.Name && m.Cluster == o.Cluster && m.RemoteAddr == o.RemoteAddr &&
 		m.APIAddr == o.APIAddr && slices.Equal(m.Roles, o.Roles) &&
-		slices.Equal(m.Runtimes, o.Runtimes) && m.Slots == o.Slots &&
+		slices.Equal(m.Runtimes, o.Runtimes) && m.Slots == o.Slots && m.SlotsUsed == o.SlotsUsed &&
 		m.Started == o.Started && m.ActorID == o.ActorID && slices.Equal(m.Kinds, o.Kinds)
 }
 

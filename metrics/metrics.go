@@ -21,6 +21,8 @@ type Metrics struct {
 	SensorUp           *prometheus.GaugeVec   // sensor
 	SensorRestarts     *prometheus.CounterVec // sensor
 	PlacementFailures  *prometheus.CounterVec // runtime
+	ClusterMembers     *prometheus.GaugeVec   // status: alive|suspect|dead|left
+	MembershipChanges  *prometheus.CounterVec // kind: joined|updated|restarted|suspect|recovered|dead|left|resync
 }
 
 // Latency buckets from 250µs to ~2 minutes: the fast path of a builtin
@@ -62,6 +64,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			"Times a script sensor's process was restarted after it exited, by sensor.", "sensor"),
 		PlacementFailures: f.counter("placement", "failures_total",
 			"Executions that could not be placed on any worker, by runtime.", "runtime"),
+		ClusterMembers: f.gauge("cluster", "members",
+			"Members this node knows of, by status (alive, suspect, dead, left).", "status"),
+		MembershipChanges: f.counter("cluster", "membership_changes_total",
+			"Membership changes this node observed, by kind.", "kind"),
 	}
 }
 

@@ -30,10 +30,18 @@ type Catalog interface {
 }
 
 // Placement picks the worker that should run an execution needing runtime.
-// The error is the user-facing reason when no worker can.
+// The error is the user-facing reason when no worker can; it wraps
+// ErrNoWorker when one may appear later (a member that runs the runtime may
+// join), and the execution then waits in requested up to PlacementTimeout.
 type Placement interface {
 	Worker(runtime string) (*actor.PID, error)
+	// Alive reports whether the named member is alive, to tell a worker that
+	// is merely slow from one that is gone.
+	Alive(node string) bool
 }
+
+// ErrNoWorker is wrapped by placement errors that may resolve themselves.
+var ErrNoWorker = errors.New("no worker available")
 
 // Config wires the execution actors of one node.
 type Config struct {
@@ -49,6 +57,12 @@ type Config struct {
 	// the worker's final report before it gives the execution up as
 	// abandoned. Default 60s.
 	ReportGrace time.Duration
+	// PlacementTimeout is how long an execution waits in requested for a
+	// member that runs its runtime before it fails. Default 60s.
+	PlacementTimeout time.Duration
+	// GrantTimeout is how long a slot request may go unanswered before it is
+	// sent again, possibly to another worker. Default 5s.
+	GrantTimeout time.Duration
 	Metrics     *metrics.Metrics // default: registered nowhere
 	Logger      *slog.Logger
 }
@@ -62,6 +76,12 @@ func (c *Config) defaults() {
 	}
 	if c.Metrics == nil {
 		c.Metrics = metrics.Discard()
+	}
+	if c.PlacementTimeout <= 0 {
+		c.PlacementTimeout = time.Minute
+	}
+	if c.GrantTimeout <= 0 {
+		c.GrantTimeout = 5 * time.Second
 	}
 	if c.OnTerminal == nil {
 		c.OnTerminal = func(*domain.Execution) {}
@@ -94,6 +114,10 @@ func (m *manager) Receive(ctx actor.Context) {
 		m.forward(ctx, msg.ExecutionId)
 	case *protocol.Report:
 		m.forward(ctx, msg.ExecutionId)
+	case *protocol.MemberDown:
+		for _, pid := range m.children {
+			ctx.Send(pid, msg)
+		}
 	case *actor.Terminated:
 		name := msg.Who.Id[strings.LastIndexByte(msg.Who.Id, '/')+1:]
 		if pid, ok := m.children[name]; ok && pid.Equal(msg.Who) {
@@ -129,12 +153,19 @@ func (m *manager) forward(ctx actor.Context, rawID []byte) {
 // timeout plus the grace; it only ever travels to self.
 type backstopExpired struct{ attempt int }
 
+// retryPlacement fires when a slot request went unanswered or no worker
+// could be found; it only ever travels to self.
+type retryPlacement struct{ attempt int }
+
 type child struct {
 	cfg      Config
 	id       domain.ID
 	ex       *domain.Execution
 	log      *slog.Logger
 	backstop scheduler.CancelFunc
+	retry    scheduler.CancelFunc
+	// waitingSince is when this attempt started looking for a worker.
+	waitingSince time.Time
 }
 
 func (c *child) Receive(ctx actor.Context) {
@@ -149,14 +180,18 @@ func (c *child) Receive(ctx actor.Context) {
 		c.ex = ex
 		c.log = c.log.With("action", ex.Action)
 	case *actor.Stopping:
-		if c.backstop != nil {
-			c.backstop()
-		}
+		c.disarm()
 		return
 	case *actor.Stopped, *actor.Restarting:
 		return
 	case *protocol.StartExecution:
-		c.requestSlot(ctx)
+		c.start(ctx)
+	case retryPlacement:
+		if c.ex != nil && msg.attempt == c.ex.Attempt {
+			c.requestSlot(ctx)
+		}
+	case *protocol.MemberDown:
+		c.onMemberDown(ctx, msg)
 	case *protocol.SlotGrant:
 		c.onGrant(ctx, msg)
 	case *protocol.Report:
@@ -174,12 +209,35 @@ func (c *child) Receive(ctx actor.Context) {
 	}
 }
 
+// start takes over an execution: a requested one looks for a worker; one
+// that a worker on another member already runs (this owner restarted) waits
+// for that worker's reports, unless that member is gone.
+func (c *child) start(ctx actor.Context) {
+	switch {
+	case c.ex == nil:
+	case c.ex.Status == domain.StatusRequested:
+		c.requestSlot(ctx)
+	case c.ex.Status.Terminal():
+	case !c.cfg.Placement.Alive(c.ex.Worker):
+		c.abandonLost(ctx, c.ex.Worker, "not a live member")
+	default:
+		c.armBackstop(ctx)
+	}
+}
+
 func (c *child) requestSlot(ctx actor.Context) {
 	if c.ex == nil || c.ex.Status != domain.StatusRequested {
 		return
 	}
+	if c.waitingSince.IsZero() {
+		c.waitingSince = time.Now()
+	}
 	worker, err := c.cfg.Placement.Worker(c.ex.Runtime)
 	if err != nil {
+		if errors.Is(err, ErrNoWorker) && time.Since(c.waitingSince) < c.cfg.PlacementTimeout {
+			c.later(ctx, time.Second)
+			return
+		}
 		c.cfg.Metrics.PlacementFailures.WithLabelValues(c.ex.Runtime).Inc()
 		c.apply(ctx, storage.Transition{Attempt: c.ex.Attempt, To: domain.StatusFailed, At: time.Now(), Error: err.Error()})
 		return
@@ -188,6 +246,57 @@ func (c *child) requestSlot(ctx actor.Context) {
 		ExecutionId: c.id[:], Attempt: int32(c.ex.Attempt), Runtime: c.ex.Runtime,
 		OwnerAddress: ctx.ActorSystem().Address(),
 	})
+	// A worker that is busy keeps the request queued and answers later; one
+	// that is gone never answers, so ask again (placement may pick another).
+	c.later(ctx, c.cfg.GrantTimeout)
+}
+
+func (c *child) later(ctx actor.Context, d time.Duration) {
+	if c.retry != nil {
+		c.retry()
+	}
+	c.retry = scheduler.NewTimerScheduler(ctx).SendOnce(d, ctx.Self(), retryPlacement{attempt: c.ex.Attempt})
+}
+
+func (c *child) disarm() {
+	if c.backstop != nil {
+		c.backstop()
+	}
+	if c.retry != nil {
+		c.retry()
+	}
+}
+
+func (c *child) onMemberDown(ctx actor.Context, m *protocol.MemberDown) {
+	if c.ex == nil {
+		return
+	}
+	switch c.ex.Status {
+	case domain.StatusScheduled, domain.StatusRunning, domain.StatusCanceling:
+		if c.ex.Worker == m.Node {
+			c.abandonLost(ctx, m.Node, m.Status)
+		}
+	case domain.StatusRequested:
+		c.requestSlot(ctx) // its slot request may have gone to that member
+	}
+}
+
+// abandonLost ends an execution whose worker member is gone: nobody can
+// say whether the action finished, so it must not silently run again.
+func (c *child) abandonLost(ctx actor.Context, node, status string) {
+	c.apply(ctx, storage.Transition{Attempt: c.ex.Attempt, To: domain.StatusAbandoned, At: time.Now(),
+		Error: fmt.Sprintf("worker node %s is %s; the execution was %s there", node, status, c.ex.Status)})
+}
+
+func (c *child) armBackstop(ctx actor.Context) {
+	timeout := domain.DefaultTimeout
+	if a, ok := c.cfg.Catalog.Action(c.ex.Action); ok && a.Timeout > 0 {
+		timeout = a.Timeout
+	}
+	if c.backstop != nil {
+		c.backstop()
+	}
+	c.backstop = scheduler.NewTimerScheduler(ctx).SendOnce(timeout+c.cfg.ReportGrace, ctx.Self(), backstopExpired{attempt: c.ex.Attempt})
 }
 
 func (c *child) onGrant(ctx actor.Context, g *protocol.SlotGrant) {
@@ -222,9 +331,10 @@ func (c *child) onGrant(ctx actor.Context, g *protocol.SlotGrant) {
 		EntryPoint: action.EntryPoint, Cmd: action.Cmd, ParametersJson: params,
 		TimeoutMs: action.Timeout.Milliseconds(), OwnerAddress: ctx.ActorSystem().Address(),
 	})
-	if action.Timeout > 0 {
-		c.backstop = scheduler.NewTimerScheduler(ctx).SendOnce(action.Timeout+c.cfg.ReportGrace, ctx.Self(), backstopExpired{attempt: c.ex.Attempt})
+	if c.retry != nil {
+		c.retry()
 	}
+	c.armBackstop(ctx)
 }
 
 func (c *child) onReport(ctx actor.Context, r *protocol.Report) {

@@ -803,6 +803,143 @@ func (x *ReportAck) GetStatus() string {
 	return ""
 }
 
+// Touch activates (or keeps alive) a sensor grain on the member that owns
+// its identity; every sensor-role member sends it periodically, so sensors
+// run without anyone asking and move when their owner goes away.
+type Touch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Touch) Reset() {
+	*x = Touch{}
+	mi := &file_actors_protocol_troupe_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Touch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Touch) ProtoMessage() {}
+
+func (x *Touch) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_protocol_troupe_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Touch.ProtoReflect.Descriptor instead.
+func (*Touch) Descriptor() ([]byte, []int) {
+	return file_actors_protocol_troupe_proto_rawDescGZIP(), []int{11}
+}
+
+type Touched struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"` // the member running the sensor
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Touched) Reset() {
+	*x = Touched{}
+	mi := &file_actors_protocol_troupe_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Touched) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Touched) ProtoMessage() {}
+
+func (x *Touched) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_protocol_troupe_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Touched.ProtoReflect.Descriptor instead.
+func (*Touched) Descriptor() ([]byte, []int) {
+	return file_actors_protocol_troupe_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Touched) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+// MemberDown tells the execution actors that a member is gone, so that
+// executions it was running end (abandoned, or retried) instead of waiting.
+type MemberDown struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Status        string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"` // dead or left
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberDown) Reset() {
+	*x = MemberDown{}
+	mi := &file_actors_protocol_troupe_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberDown) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberDown) ProtoMessage() {}
+
+func (x *MemberDown) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_protocol_troupe_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberDown.ProtoReflect.Descriptor instead.
+func (*MemberDown) Descriptor() ([]byte, []int) {
+	return file_actors_protocol_troupe_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *MemberDown) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *MemberDown) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
 var File_actors_protocol_troupe_proto protoreflect.FileDescriptor
 
 const file_actors_protocol_troupe_proto_rawDesc = "" +
@@ -872,7 +1009,14 @@ const file_actors_protocol_troupe_proto_rawDesc = "" +
 	"\tReportAck\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\fR\vexecutionId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
-	"\x06status\x18\x03 \x01(\tR\x06statusB,Z*github.com/troupehq/troupe/actors/protocolb\x06proto3"
+	"\x06status\x18\x03 \x01(\tR\x06status\"\a\n" +
+	"\x05Touch\"\x1d\n" +
+	"\aTouched\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"8\n" +
+	"\n" +
+	"MemberDown\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06statusB,Z*github.com/troupehq/troupe/actors/protocolb\x06proto3"
 
 var (
 	file_actors_protocol_troupe_proto_rawDescOnce sync.Once
@@ -886,7 +1030,7 @@ func file_actors_protocol_troupe_proto_rawDescGZIP() []byte {
 	return file_actors_protocol_troupe_proto_rawDescData
 }
 
-var file_actors_protocol_troupe_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_actors_protocol_troupe_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_actors_protocol_troupe_proto_goTypes = []any{
 	(*Event)(nil),          // 0: troupe.protocol.Event
 	(*EventAccepted)(nil),  // 1: troupe.protocol.EventAccepted
@@ -899,6 +1043,9 @@ var file_actors_protocol_troupe_proto_goTypes = []any{
 	(*Step)(nil),           // 8: troupe.protocol.Step
 	(*Report)(nil),         // 9: troupe.protocol.Report
 	(*ReportAck)(nil),      // 10: troupe.protocol.ReportAck
+	(*Touch)(nil),          // 11: troupe.protocol.Touch
+	(*Touched)(nil),        // 12: troupe.protocol.Touched
+	(*MemberDown)(nil),     // 13: troupe.protocol.MemberDown
 }
 var file_actors_protocol_troupe_proto_depIdxs = []int32{
 	7, // 0: troupe.protocol.Step.result:type_name -> troupe.protocol.Result
@@ -921,7 +1068,7 @@ func file_actors_protocol_troupe_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_protocol_troupe_proto_rawDesc), len(file_actors_protocol_troupe_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

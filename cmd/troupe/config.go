@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"encoding/base64"
 	"errors"
+	"slices"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +18,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/spf13/pflag"
 
+	"github.com/troupehq/troupe/cluster"
 	"github.com/troupehq/troupe/domain"
 	"github.com/troupehq/troupe/runtimes"
 )
@@ -25,6 +29,13 @@ import (
 // drift apart. Precedence: defaults, file, environment, flags.
 type agentConfig struct {
 	NodeName  string        `yaml:"node_name" help:"stable name of this node; keys its storage and metrics (default: host name)"`
+	Cluster   string        `yaml:"cluster_name" help:"name of the cluster; nodes of another cluster are refused"`
+	Gossip    string        `yaml:"gossip_addr" help:"gossip (memberlist) address, ip:port; port 0 picks a free one"`
+	Remote    string        `yaml:"remote_addr" help:"actor remote (gRPC) address, ip:port; port 0 picks a free one"`
+	Join      []string      `yaml:"join" help:"comma-separated gossip addresses of members to join; empty starts a new cluster"`
+	GossipKey string        `yaml:"gossip_key" help:"base64 AES key (16, 24 or 32 bytes) encrypting gossip; the same on every node"`
+	Roles     []string      `yaml:"roles" help:"comma-separated roles: sensor, rule, worker, api"`
+	Placement time.Duration `yaml:"placement_timeout" help:"how long an execution waits for a member that runs its runtime before it fails"`
 	DataDir   string        `yaml:"data_dir" help:"directory of this node's Pebble store"`
 	HTTPAddr  string        `yaml:"http_addr" help:"address of the HTTP API, host:port"`
 	Packs     []string      `yaml:"packs" help:"comma-separated pack directories, each a pack or a folder of packs"`
@@ -43,6 +54,11 @@ func defaultAgentConfig(dev bool) agentConfig {
 	host, _ := os.Hostname()
 	c := agentConfig{
 		NodeName:  host,
+		Cluster:   "troupe",
+		Gossip:    "127.0.0.1:0",
+		Remote:    "127.0.0.1:0",
+		Roles:     []string{"sensor", "rule", "worker", "api"},
+		Placement: time.Minute,
 		DataDir:   "/var/lib/troupe",
 		HTTPAddr:  "127.0.0.1:8080",
 		Slots:     2 * runtime.NumCPU(),
@@ -202,6 +218,17 @@ func (c agentConfig) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log_format: %q, want text or json", c.LogFormat))
 	}
+	if _, err := c.gossipKey(); err != nil {
+		errs = append(errs, err)
+	}
+	for _, r := range c.Roles {
+		if _, err := cluster.ParseRole(r); err != nil {
+			errs = append(errs, fmt.Errorf("roles: %w", err))
+		}
+	}
+	if c.Placement <= 0 {
+		errs = append(errs, fmt.Errorf("placement_timeout: %s, must be positive", c.Placement))
+	}
 	if c.MaxOutput < 1024 {
 		errs = append(errs, fmt.Errorf("max_output: %d, must be at least 1024", c.MaxOutput))
 	}
@@ -209,6 +236,24 @@ func (c agentConfig) validate() error {
 		errs = append(errs, fmt.Errorf("shutdown_timeout: %s, must be positive", c.Shutdown))
 	}
 	return errors.Join(errs...)
+}
+
+func (c agentConfig) gossipKey() ([]byte, error) {
+	if c.GossipKey == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(c.GossipKey)
+	if err != nil {
+		return nil, fmt.Errorf("gossip_key: not base64: %w", err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("gossip_key: %d bytes, want 16, 24 or 32 (e.g. from `head -c 32 /dev/urandom | base64`)", n)
+	}
+	return key, nil
+}
+
+func (c agentConfig) hasRole(r cluster.Role) bool {
+	return slices.Contains(c.Roles, string(r))
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -219,8 +264,27 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-func (c agentConfig) logger() *slog.Logger {
+func (c agentConfig) level() slog.Level {
 	level, _ := parseLevel(c.LogLevel)
+	return level
+}
+
+// atLeast drops records below a level; it quiets a chatty library's logger
+// without touching the rest.
+type atLeast struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h atLeast) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h atLeast) WithAttrs(as []slog.Attr) slog.Handler { return atLeast{h.Handler.WithAttrs(as), h.min} }
+func (h atLeast) WithGroup(g string) slog.Handler       { return atLeast{h.Handler.WithGroup(g), h.min} }
+
+func (c agentConfig) logger() *slog.Logger {
+	level := c.level()
 	opts := &slog.HandlerOptions{Level: level}
 	var h slog.Handler = slog.NewJSONHandler(os.Stderr, opts)
 	if c.LogFormat == "text" {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	protocluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,6 +22,7 @@ import (
 	"github.com/troupehq/troupe/actors/sensor"
 	"github.com/troupehq/troupe/actors/worker"
 	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/cluster"
 	"github.com/troupehq/troupe/domain"
 	"github.com/troupehq/troupe/metrics"
 	"github.com/troupehq/troupe/packs"
@@ -41,6 +43,11 @@ type node struct {
 	registry *prometheus.Registry // this node's own: never the global one
 	metrics  *metrics.Metrics
 	webhooks map[string]bool // trigger instances of enabled webhook rules
+	gossip   *cluster.Cluster
+	proto    *protocluster.Cluster
+	keeper   *sensor.Keeper
+	unwatch  func()
+	quit     chan struct{}
 	http     *http.Server
 	listener net.Listener
 	stopDone context.CancelFunc
@@ -58,7 +65,7 @@ func loadCatalog(cfg agentConfig, reg *runtimes.Registry) (*packs.Catalog, error
 }
 
 func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
-	n := &node{cfg: cfg, log: log, finished: make(chan struct{}), registry: prometheus.NewRegistry()}
+	n := &node{cfg: cfg, log: log, finished: make(chan struct{}), quit: make(chan struct{}), registry: prometheus.NewRegistry()}
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.metrics = metrics.New(n.registry)
 	notReady := errors.New("starting: recovering executions")
@@ -85,6 +92,22 @@ func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 		n.store.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
+	// protoactor narrates its routine at info; only its warnings are news
+	// to an operator, unless they asked for debug logs.
+	actorLevel := slog.LevelWarn
+	if cfg.level() <= slog.LevelDebug {
+		actorLevel = slog.LevelDebug
+	}
+	actorLog := slog.New(atLeast{n.log.Handler(), actorLevel}).With("component", "actor")
+	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }))
+	if err := n.joinCluster(); err != nil {
+		n.listener.Close()
+		n.store.Close()
+		if n.gossip != nil {
+			n.gossip.Shutdown()
+		}
+		return nil, err
+	}
 	n.startActors()
 	// Serving before recovery lets /healthz and /readyz answer (503 until
 	// ready) while a large backlog is resolved; writes are refused meanwhile.
@@ -100,7 +123,10 @@ func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 		n.store.Close()
 		return nil, err
 	}
-	n.startSensors()
+	n.watchMembers()
+	if cfg.hasRole(cluster.RoleSensor) {
+		n.keeper = sensor.StartKeeper(n.sensorConfig(), n.proto)
+	}
 	n.ready.Store(nil)
 	log.Info("node ready", "http", n.listener.Addr().String(), "data_dir", cfg.DataDir,
 		"runtimes", reg.Names(), "slots", cfg.Slots, "packs", len(n.catalog.Packs()))
@@ -110,9 +136,6 @@ func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 func (n *node) pid(name string) *actor.PID { return actor.NewPID(n.system.Address(), name) }
 
 func (n *node) startActors() {
-	n.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return n.log.With("component", "actor")
-	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stopDone = cancel
 	n.done = newCompletions(n.store, n.metrics, n.log.With("component", "completions"))
@@ -124,11 +147,13 @@ func (n *node) startActors() {
 			panic(fmt.Sprintf("spawn %s: %v", name, err)) // a fresh actor system has no name clashes
 		}
 	}
-	spawn(worker.Props(worker.Config{Node: n.cfg.NodeName, Slots: n.cfg.Slots, Runtimes: n.runtimes,
-		Metrics: n.metrics, Logger: n.log.With("component", "worker")}), protocol.WorkerActor)
+	if n.cfg.hasRole(cluster.RoleWorker) {
+		spawn(worker.Props(worker.Config{Node: n.cfg.NodeName, Slots: n.cfg.Slots, Runtimes: n.runtimes,
+			Metrics: n.metrics, Logger: n.log.With("component", "worker")}), protocol.WorkerActor)
+	}
 	spawn(execution.Props(execution.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.catalog,
-		Placement: localPlacement{node: n}, OnTerminal: func(*domain.Execution) { n.done.Kick() },
-		Metrics: n.metrics, Logger: n.log.With("component", "execution")}), protocol.ExecutionsActor)
+		Placement: placement{n: n}, OnTerminal: func(*domain.Execution) { n.done.Kick() },
+		PlacementTimeout: n.cfg.Placement, Metrics: n.metrics, Logger: n.log.With("component", "execution")}), protocol.ExecutionsActor)
 
 	var compiled []*rules.Compiled
 	n.webhooks = map[string]bool{}
@@ -156,24 +181,23 @@ func (n *node) enabledRules() []*domain.Rule {
 	return out
 }
 
-func (n *node) startSensors() {
+func (n *node) sensorConfig() sensor.Config {
 	var sensors []*domain.Sensor
 	for _, s := range n.catalog.Sensors() {
 		if s.Enabled {
 			sensors = append(sensors, s)
 		}
 	}
-	props := sensor.Props(sensor.Config{Node: n.cfg.NodeName, Rules: n.enabledRules(), Sensors: sensors,
-		Interpreter: n.runtimes.Interpreter, Env: n.cfg.runtimes().Env, Metrics: n.metrics, Logger: n.log})
-	if _, err := n.system.Root.SpawnNamed(props, protocol.SensorsActor); err != nil {
-		panic(fmt.Sprintf("spawn sensors: %v", err))
-	}
+	return sensor.Config{Node: n.cfg.NodeName, Rules: n.enabledRules(), Sensors: sensors,
+		Interpreter: n.runtimes.Interpreter, Env: n.cfg.runtimes().Env, Metrics: n.metrics, Logger: n.log}
 }
 
 // recover resolves every execution this node left unfinished, before any
 // new work is accepted. Work that never reached a worker runs again; work
-// that may have started cannot be known to have finished, so it is
-// abandoned with a reason rather than run twice.
+// this node's own worker may have started cannot be known to have
+// finished, so it is abandoned with a reason rather than run twice; work on
+// another member's worker is picked up again, since that worker resends
+// its reports until this owner acknowledges them.
 func (n *node) recover() error {
 	active, err := n.store.Active()
 	if err != nil {
@@ -185,18 +209,30 @@ func (n *node) recover() error {
 		case domain.StatusRequested, domain.StatusDelayed:
 			n.system.Root.Send(n.pid(protocol.ExecutionsActor), &protocol.StartExecution{ExecutionId: ex.ID[:]})
 			restarted++
-		default:
-			_, _, err := n.store.Apply(ex.ID, storage.Transition{Attempt: ex.Attempt, To: domain.StatusAbandoned, At: time.Now(),
-				Error: fmt.Sprintf("node %s stopped while the execution was %s; it may have run in part", n.cfg.NodeName, ex.Status)})
-			if err != nil {
-				return fmt.Errorf("recover execution %s: %w", ex.ID, err)
+		case domain.StatusScheduled, domain.StatusRunning, domain.StatusCanceling:
+			if ex.Worker == n.cfg.NodeName {
+				if err := n.abandon(ex); err != nil {
+					return err
+				}
+				abandoned++
+				continue
 			}
-			abandoned++
+			n.system.Root.Send(n.pid(protocol.ExecutionsActor), &protocol.StartExecution{ExecutionId: ex.ID[:]})
+			restarted++
 		}
 	}
 	n.done.Kick()
 	if len(active) > 0 {
 		n.log.Info("recovered executions", "requeued", restarted, "abandoned", abandoned)
+	}
+	return nil
+}
+
+func (n *node) abandon(ex *domain.Execution) error {
+	_, _, err := n.store.Apply(ex.ID, storage.Transition{Attempt: ex.Attempt, To: domain.StatusAbandoned, At: time.Now(),
+		Error: fmt.Sprintf("node %s stopped while the execution was %s; it may have run in part", n.cfg.NodeName, ex.Status)})
+	if err != nil {
+		return fmt.Errorf("recover execution %s: %w", ex.ID, err)
 	}
 	return nil
 }
@@ -231,13 +267,18 @@ func (n *node) stop(timeout time.Duration) {
 	if err := n.http.Shutdown(ctx); err != nil {
 		n.http.Close()
 	}
-	root := n.system.Root
-	_ = root.StopFuture(n.pid(protocol.SensorsActor)).Wait()
-	drain := max(time.Until(deadline), time.Second) // a non-positive timeout would mean no timeout at all
-	if _, err := root.RequestFuture(n.pid(protocol.WorkerActor), &worker.Drain{}, drain).Result(); err != nil {
-		n.log.Warn("running actions were not all recorded before the deadline; they will be abandoned at next start", "err", err)
+	if n.keeper != nil {
+		n.keeper.Stop()
 	}
-	n.system.Shutdown()
+	close(n.quit)
+	n.unwatch()
+	if n.cfg.hasRole(cluster.RoleWorker) {
+		drain := max(time.Until(deadline), time.Second) // a non-positive timeout would mean no timeout at all
+		if _, err := n.system.Root.RequestFuture(n.pid(protocol.WorkerActor), &worker.Drain{}, drain).Result(); err != nil {
+			n.log.Warn("running actions were not all recorded before the deadline; they will be abandoned at next start", "err", err)
+		}
+	}
+	n.proto.Shutdown(true) // leaves the gossip and stops the actor system; the others see "left" at once
 	n.stopDone()
 	<-n.finished
 	if err := n.store.Close(); err != nil {
@@ -247,14 +288,3 @@ func (n *node) stop(timeout time.Duration) {
 }
 
 const webhookTrigger = "core.webhook"
-
-// localPlacement places every execution on this node's worker, which is the
-// whole cluster of a single node.
-type localPlacement struct{ node *node }
-
-func (p localPlacement) Worker(runtime string) (*actor.PID, error) {
-	if _, err := p.node.runtimes.Get(runtime); err != nil {
-		return nil, err
-	}
-	return p.node.pid(protocol.WorkerActor), nil
-}

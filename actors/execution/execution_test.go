@@ -1,0 +1,356 @@
+package execution_test
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/troupehq/troupe/actors/actortest"
+	"github.com/troupehq/troupe/actors/execution"
+	"github.com/troupehq/troupe/actors/protocol"
+	"github.com/troupehq/troupe/actors/worker"
+	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/runtimes"
+	"github.com/troupehq/troupe/storage"
+)
+
+const wait = 10 * time.Second
+
+// actions is the catalog of these tests.
+var actions = catalog{
+	"t.act":     {Ref: "t.act", Runtime: "test", Timeout: time.Minute},
+	"t.silent":  {Ref: "t.silent", Runtime: "test", Timeout: 50 * time.Millisecond},
+	"t.python":  {Ref: "t.python", Runtime: "python", Timeout: time.Minute},
+	"t.echo":    {Ref: "t.echo", Runtime: "shell", Cmd: `printf '%s' "$TROUPE_PARAM_MESSAGE"`, Timeout: time.Minute},
+	"t.exit3":   {Ref: "t.exit3", Runtime: "shell", Cmd: "echo oops >&2; exit 3", Timeout: time.Minute},
+	"t.sleeper": {Ref: "t.sleeper", Runtime: "shell", Cmd: "sleep 30", Timeout: 200 * time.Millisecond},
+}
+
+type catalog map[string]*domain.Action
+
+func (c catalog) Action(ref string) (*domain.Action, bool) { a, ok := c[ref]; return a, ok }
+
+// placement sends every execution whose runtime the registry has to the
+// node's own worker, as a single node does.
+type placement struct {
+	reg    *runtimes.Registry
+	worker *actor.PID
+}
+
+func (p placement) Worker(runtime string) (*actor.PID, error) {
+	if _, err := p.reg.Get(runtime); err != nil {
+		return nil, err
+	}
+	return p.worker, nil
+}
+
+func (placement) Alive(string) bool { return true }
+
+// env is one node's execution actors over a real store, with a real worker
+// (running the shell runtime and the scripted one) or a stand-in for it.
+type env struct {
+	t       *testing.T
+	sys     *actor.ActorSystem
+	db      *storage.DB
+	rt      *actortest.Runtime
+	manager *actor.PID
+	worker  *actor.PID
+
+	mu       sync.Mutex
+	terminal map[domain.ID]int // OnTerminal calls
+}
+
+type options struct {
+	slots       int
+	reportGrace time.Duration
+	resend      time.Duration
+	// fakeWorker, when set, is the worker's message handler instead of a
+	// real worker.
+	fakeWorker func(ctx actor.Context, msg any)
+}
+
+func start(t *testing.T, rt *actortest.Runtime, o options) *env {
+	t.Helper()
+	shell, err := runtimes.NewShell(runtimes.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := runtimes.RegistryOf(shell, rt)
+	e := &env{t: t, sys: actortest.NewSystem(t), db: actortest.Store(t), rt: rt, terminal: map[domain.ID]int{}}
+	e.worker = actor.NewPID(e.sys.Address(), protocol.WorkerActor)
+	if o.fakeWorker != nil {
+		actortest.NewProbe(t, e.sys, protocol.WorkerActor, o.fakeWorker)
+	} else {
+		actortest.Spawn(t, e.sys, worker.Props(worker.Config{Node: "w1", Slots: max(o.slots, 1), Runtimes: reg,
+			Resend: o.resend, Logger: actortest.Logger(t)}), protocol.WorkerActor)
+	}
+	e.manager = actortest.Spawn(t, e.sys, execution.Props(execution.Config{
+		Node: "n1", Store: e.db, Catalog: actions, Placement: placement{reg, e.worker},
+		OnTerminal: func(ex *domain.Execution) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			e.terminal[ex.ID]++
+		},
+		ReportGrace: o.reportGrace, Logger: actortest.Logger(t),
+	}), protocol.ExecutionsActor)
+	return e
+}
+
+// run stores a new execution of action and starts it.
+func (e *env) run(action string, params map[string]any) domain.ID {
+	e.t.Helper()
+	ex := &domain.Execution{ID: domain.NewID(time.Now()), Action: action, Runtime: actions[action].Runtime,
+		Parameters: params, Node: "n1"}
+	if err := e.db.CreateExecution(ex); err != nil {
+		e.t.Fatal(err)
+	}
+	e.sys.Root.Send(e.manager, &protocol.StartExecution{ExecutionId: ex.ID[:]})
+	return ex.ID
+}
+
+func (e *env) execution(id domain.ID) *domain.Execution {
+	e.t.Helper()
+	ex, err := e.db.Execution(id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ex
+}
+
+// waitEnd waits until id is terminal and OnTerminal has been called for it,
+// and returns the record.
+func (e *env) waitEnd(id domain.ID) *domain.Execution {
+	e.t.Helper()
+	var ex *domain.Execution
+	actortest.WaitFor(e.t, wait, func() error {
+		ex = e.execution(id)
+		if !ex.Status.Terminal() {
+			return fmt.Errorf("execution %s is %s, want it finished", id, ex.Status)
+		}
+		if n := e.terminalCalls(id); n == 0 {
+			return fmt.Errorf("execution %s is %s but OnTerminal was not called", id, ex.Status)
+		}
+		return nil
+	})
+	return ex
+}
+
+func (e *env) terminalCalls(id domain.ID) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.terminal[id]
+}
+
+// history returns the statuses id went through, checking that their seqs
+// count up from 1.
+func (e *env) history(id domain.ID) []domain.Status {
+	e.t.Helper()
+	hs, err := e.db.History(id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []domain.Status
+	for i, h := range hs {
+		if h.Seq != uint64(i+1) {
+			e.t.Errorf("history entry %d of %s has seq %d, want %d", i, id, h.Seq, i+1)
+		}
+		out = append(out, h.Status)
+	}
+	return out
+}
+
+// drain asks the real worker to drain: it answers once every report it
+// sent has been acknowledged.
+func (e *env) drain() error {
+	_, err := e.sys.Root.RequestFuture(e.worker, &worker.Drain{}, 5*time.Second).Result()
+	if err != nil {
+		return fmt.Errorf("worker did not drain (a report it sent is still unacknowledged): %w", err)
+	}
+	return nil
+}
+
+func wantHistory(t *testing.T, got []domain.Status, want ...domain.Status) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Fatalf("history %v, want %v", got, want)
+	}
+}
+
+func TestExecutionRunsToTheEndOfItsAction(t *testing.T) {
+	for _, tc := range []struct {
+		action    string
+		status    domain.Status
+		exitCode  int
+		stdout    string
+		stderr    string
+		errSubstr string
+	}{
+		{action: "t.echo", status: domain.StatusSucceeded, stdout: "hello"},
+		{action: "t.exit3", status: domain.StatusFailed, exitCode: 3, stderr: "oops\n", errSubstr: "exit code 3"},
+		{action: "t.sleeper", status: domain.StatusTimeout, exitCode: -9, errSubstr: "timed out after 200ms"},
+	} {
+		t.Run(tc.action, func(t *testing.T) {
+			e := start(t, &actortest.Runtime{}, options{})
+			id := e.run(tc.action, map[string]any{"message": "hello"})
+			ex := e.waitEnd(id)
+			wantHistory(t, e.history(id), domain.StatusRequested, domain.StatusScheduled, domain.StatusRunning, tc.status)
+			if ex.Status != tc.status || ex.Worker != "w1" || ex.StartedAt == nil || ex.FinishedAt == nil {
+				t.Errorf("execution is %s on worker %q, started %v, finished %v; want %s on w1 with both times",
+					ex.Status, ex.Worker, ex.StartedAt, ex.FinishedAt, tc.status)
+			}
+			if r := ex.Result; r == nil || r.ExitCode != tc.exitCode || r.Stdout != tc.stdout || r.Stderr != tc.stderr {
+				t.Errorf("result %+v, want exit code %d, stdout %q, stderr %q", r, tc.exitCode, tc.stdout, tc.stderr)
+			}
+			if !strings.Contains(ex.Error, tc.errSubstr) || (tc.errSubstr == "") != (ex.Error == "") {
+				t.Errorf("error %q, want %q", ex.Error, tc.errSubstr)
+			}
+			if err := e.drain(); err != nil {
+				t.Fatal(err)
+			}
+			if n := e.terminalCalls(id); n != 1 {
+				t.Fatalf("OnTerminal called %d times, want once", n)
+			}
+		})
+	}
+}
+
+func TestRuntimeNoWorkerHasFailsWithPlacementError(t *testing.T) {
+	e := start(t, &actortest.Runtime{}, options{})
+	id := e.run("t.python", nil)
+	ex := e.waitEnd(id)
+	wantHistory(t, e.history(id), domain.StatusRequested, domain.StatusFailed)
+	if want := `runtime "python" not found (available: shell, test)`; ex.Error != want {
+		t.Fatalf("error %q, want %q", ex.Error, want)
+	}
+	if n := e.terminalCalls(id); n != 1 {
+		t.Fatalf("OnTerminal called %d times, want once", n)
+	}
+}
+
+func TestManyExecutionsShareTheSlots(t *testing.T) {
+	rt := &actortest.Runtime{RunFor: 20 * time.Millisecond}
+	e := start(t, rt, options{slots: 2})
+	var x []domain.ID
+	for range 50 {
+		x = append(x, e.run("t.act", nil))
+	}
+	for _, id := range x {
+		if ex := e.waitEnd(id); ex.Status != domain.StatusSucceeded {
+			t.Fatalf("execution %s is %s (%s), want succeeded", id, ex.Status, ex.Error)
+		}
+	}
+	for _, id := range x {
+		if runs, calls := rt.Runs(id.String()), e.terminalCalls(id); runs != 1 || calls != 1 {
+			t.Fatalf("execution %s ran %d times and OnTerminal was called %d times, want once each", id, runs, calls)
+		}
+	}
+	if got := rt.MaxRunning(); got != 2 {
+		t.Fatalf("at most %d runs at once, want 2 (the slots)", got)
+	}
+}
+
+func TestReportAfterCompletionIsAcknowledgedAndChangesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		final domain.Status
+	}{
+		{"duplicate", domain.StatusSucceeded},
+		{"conflicting", domain.StatusFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, &actortest.Runtime{}, options{})
+			id := e.run("t.act", nil)
+			before := e.waitEnd(id)
+			now := time.Now()
+			report := &protocol.Report{ExecutionId: id[:], Attempt: 1, WorkerNode: "w1", WorkerAddress: e.sys.Address(),
+				Steps: []*protocol.Step{protocol.NewStep(domain.StatusRunning, now, "", nil), protocol.NewStep(tc.final, now, "", nil)}}
+			ack, ok := actortest.Request(t, e.sys, e.manager, report).(*protocol.ReportAck)
+			if !ok {
+				t.Fatal("report was not answered with a ReportAck")
+			}
+			// The worker takes an ack as meant for its report only when the
+			// statuses agree; any other ack leaves it resending forever.
+			if protocol.ID(ack.ExecutionId) != id || ack.Attempt != 1 || ack.Status != string(tc.final) {
+				t.Errorf("ack %v, want execution %s attempt 1 status %s", ack, id, tc.final)
+			}
+			after := e.execution(id)
+			if after.Seq != before.Seq || after.Status != domain.StatusSucceeded {
+				t.Errorf("after the report the execution is %s at seq %d, want succeeded at seq %d", after.Status, after.Seq, before.Seq)
+			}
+			wantHistory(t, e.history(id), domain.StatusRequested, domain.StatusScheduled, domain.StatusRunning, domain.StatusSucceeded)
+			if n := e.terminalCalls(id); n != 1 {
+				t.Fatalf("OnTerminal called %d times, want once", n)
+			}
+		})
+	}
+}
+
+func TestSilentWorkerIsGivenUpAfterTimeoutAndGrace(t *testing.T) {
+	var assigns actortest.Count
+	e := start(t, &actortest.Runtime{}, options{reportGrace: 50 * time.Millisecond,
+		fakeWorker: func(ctx actor.Context, msg any) { // grants, then swallows the assignment
+			switch m := msg.(type) {
+			case *protocol.SlotRequest:
+				ctx.Send(actor.NewPID(m.OwnerAddress, protocol.ExecutionsActor), &protocol.SlotGrant{ExecutionId: m.ExecutionId,
+					Attempt: m.Attempt, WorkerNode: "w9", WorkerAddress: ctx.ActorSystem().Address()})
+			case *protocol.Assign:
+				assigns.Add()
+			}
+		}})
+	began := time.Now()
+	id := e.run("t.silent", nil)
+	ex := e.waitEnd(id)
+	if took := time.Since(began); took < 100*time.Millisecond {
+		t.Errorf("given up after %s, before the timeout (50ms) plus the grace (50ms)", took)
+	}
+	wantHistory(t, e.history(id), domain.StatusRequested, domain.StatusScheduled, domain.StatusAbandoned)
+	if want := "no report from worker w9 within 50ms after the action's timeout"; ex.Status != domain.StatusAbandoned || ex.Error != want {
+		t.Fatalf("execution is %s (%q), want abandoned (%q)", ex.Status, ex.Error, want)
+	}
+	if n := assigns.Get(); n != 1 {
+		t.Fatalf("worker was assigned the execution %d times, want once", n)
+	}
+	if n := e.terminalCalls(id); n != 1 {
+		t.Fatalf("OnTerminal called %d times, want once", n)
+	}
+}
+
+// A worker whose run outlives the backstop reports after the execution was
+// given up; the owner must still acknowledge that report so the worker stops
+// resending it (and can drain).
+func TestLateReportAfterBackstopIsAcknowledged(t *testing.T) {
+	rt := &actortest.Runtime{Block: true} // ignores the action's timeout
+	e := start(t, rt, options{reportGrace: 50 * time.Millisecond, resend: 10 * time.Millisecond})
+	id := e.run("t.silent", nil)
+	actortest.WaitFor(t, wait, rt.WaitRunning(1))
+	if ex := e.waitEnd(id); ex.Status != domain.StatusAbandoned {
+		t.Fatalf("execution is %s, want abandoned by the backstop", ex.Status)
+	}
+	rt.Release(id.String())
+	actortest.WaitFor(t, wait, rt.WaitRunning(0))
+	if err := e.drain(); err != nil {
+		t.Fatal(err)
+	}
+	if ex := e.execution(id); ex.Status != domain.StatusAbandoned || e.terminalCalls(id) != 1 {
+		t.Fatalf("execution is %s with %d OnTerminal calls, want still abandoned with one", ex.Status, e.terminalCalls(id))
+	}
+}
+
+func TestStartOfUnknownExecutionIsDropped(t *testing.T) {
+	e := start(t, &actortest.Runtime{}, options{})
+	unknown := domain.NewID(time.Now())
+	e.sys.Root.Send(e.manager, &protocol.StartExecution{ExecutionId: unknown[:]})
+	id := e.run("t.act", nil) // the manager carries on
+	if ex := e.waitEnd(id); ex.Status != domain.StatusSucceeded {
+		t.Fatalf("execution is %s, want succeeded", ex.Status)
+	}
+	if _, err := e.db.Execution(unknown); !errors.Is(err, domain.ErrNotFound) {
+		t.Fatalf("unknown execution: %v, want not found", err)
+	}
+}

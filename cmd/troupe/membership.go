@@ -1,0 +1,193 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	protocluster "github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
+	"github.com/asynkron/protoactor-go/remote"
+
+	"github.com/troupehq/troupe/actors/execution"
+	"github.com/troupehq/troupe/actors/protocol"
+	"github.com/troupehq/troupe/actors/sensor"
+	"github.com/troupehq/troupe/actors/worker"
+	"github.com/troupehq/troupe/cluster"
+)
+
+// joinCluster starts gossip and the protoactor cluster member on top of
+// it. A single node is a cluster of one: the same code runs either way.
+func (n *node) joinCluster() error {
+	key, _ := n.cfg.gossipKey() // validated with the config
+	var roles []cluster.Role
+	for _, r := range n.cfg.Roles {
+		roles = append(roles, cluster.Role(r))
+	}
+	gc := cluster.DefaultConfig()
+	gc.Meta = cluster.Meta{Name: n.cfg.NodeName, Cluster: n.cfg.Cluster, APIAddr: n.listener.Addr().String(),
+		Roles: roles, Runtimes: n.runtimes.Names(), Slots: n.cfg.Slots}
+	gc.BindAddr, gc.Join, gc.GossipKey, gc.Logger = n.cfg.Gossip, n.cfg.Join, key, n.log
+	g, err := cluster.New(gc)
+	if err != nil {
+		return err
+	}
+	n.gossip = g
+
+	host, port, err := splitAddr(n.cfg.Remote)
+	if err != nil {
+		return fmt.Errorf("remote_addr: %w", err)
+	}
+	if port != 0 { // protoactor panics on a taken port; say which instead
+		l, err := net.Listen("tcp", n.cfg.Remote)
+		if err != nil {
+			return fmt.Errorf("remote_addr: %w", err)
+		}
+		l.Close()
+	}
+	var kinds []*protocluster.Kind
+	if n.cfg.hasRole(cluster.RoleSensor) {
+		kinds = append(kinds, sensor.NewKind(n.sensorConfig()))
+	}
+	pc := protocluster.Configure(n.cfg.Cluster, cluster.NewProvider(g), disthash.New(), remote.Configure(host, port),
+		protocluster.WithKinds(kinds...), protocluster.WithRequestTimeout(5*time.Second),
+		// A loaded 2-core machine misses protoactor's own heartbeats; memberlist
+		// already decides who is alive, so this only needs to be lenient.
+		protocluster.WithHeartbeatExpiration(time.Minute))
+	n.proto = protocluster.New(n.system, pc)
+	n.proto.StartMember()
+	return nil
+}
+
+func splitAddr(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	return host, port, err
+}
+
+// watchMembers turns membership changes into what the rest of the node
+// must know: executions on a member that is gone end, and metrics move.
+func (n *node) watchMembers() {
+	changes, cancel := n.gossip.Subscribe()
+	n.unwatch = cancel
+	go func() {
+		for ch := range changes {
+			n.metrics.MembershipChanges.WithLabelValues(string(ch.Kind)).Inc()
+			switch ch.Kind {
+			case cluster.ChangeDead, cluster.ChangeLeft, cluster.ChangeRestarted:
+				// A restarted member lost whatever its previous process ran.
+				n.system.Root.Send(n.pid(protocol.ExecutionsActor), &protocol.MemberDown{Node: ch.Member.Name, Status: string(ch.Kind)})
+			}
+			n.countMembers()
+		}
+	}()
+	go n.gossipLoad()
+	n.countMembers()
+}
+
+func (n *node) countMembers() {
+	counts := map[cluster.Status]int{}
+	for _, m := range n.gossip.Members() {
+		counts[m.Status]++
+	}
+	for _, st := range []cluster.Status{cluster.StatusAlive, cluster.StatusSuspect, cluster.StatusDead, cluster.StatusLeft} {
+		n.metrics.ClusterMembers.WithLabelValues(string(st)).Set(float64(counts[st]))
+	}
+}
+
+// gossipLoad shares this worker's slot usage every few seconds (only when
+// it changed), which placement on other members uses to prefer idle ones.
+func (n *node) gossipLoad() {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.quit:
+			return
+		case <-tick.C:
+		}
+		res, err := n.system.Root.RequestFuture(n.pid(protocol.WorkerActor), &worker.Stats{}, time.Second).Result()
+		stats, ok := res.(*worker.SlotStats)
+		if err != nil || !ok {
+			continue
+		}
+		meta := n.gossip.LocalMeta()
+		if meta.SlotsUsed != stats.Used {
+			meta.SlotsUsed = stats.Used
+			if err := n.gossip.UpdateMeta(meta); err != nil {
+				n.log.Debug("gossip slot usage", "err", err)
+			}
+		}
+	}
+}
+
+// placement chooses workers among the live members that advertise the
+// runtime, preferring those with more free slots (power of two choices:
+// two random candidates, the less loaded wins), so no member is flooded
+// between two load reports.
+type placement struct{ n *node }
+
+var _ execution.Placement = placement{}
+
+// noWorkerError is the user-facing reason no member can run a runtime; it
+// may resolve when such a member joins.
+type noWorkerError struct {
+	runtime string
+	have    []string
+}
+
+func (e *noWorkerError) Error() string {
+	return fmt.Sprintf("no member runs runtime %q (cluster runtimes: %s)", e.runtime, strings.Join(e.have, ", "))
+}
+
+func (e *noWorkerError) Unwrap() error { return execution.ErrNoWorker }
+
+func (p placement) Worker(runtime string) (*actor.PID, error) {
+	var candidates []cluster.Member
+	var have []string
+	for _, m := range p.n.gossip.Alive() {
+		if !m.HasRole(cluster.RoleWorker) || m.RemoteAddr == "" {
+			continue
+		}
+		have = append(have, m.Runtimes...)
+		if m.HasRuntime(runtime) {
+			candidates = append(candidates, m)
+		}
+	}
+	if len(candidates) == 0 && p.standalone() {
+		// Nobody else is coming: a node started alone fails at once, the
+		// way a single node always did, instead of waiting for a member.
+		_, err := p.n.runtimes.Get(runtime)
+		return nil, err
+	}
+	if len(candidates) == 0 {
+		slices.Sort(have)
+		return nil, &noWorkerError{runtime: runtime, have: slices.Compact(have)}
+	}
+	best := candidates[rand.IntN(len(candidates))]
+	if other := candidates[rand.IntN(len(candidates))]; free(other) > free(best) {
+		best = other
+	}
+	return actor.NewPID(best.RemoteAddr, protocol.WorkerActor), nil
+}
+
+// standalone reports whether this node was started without seeds and has
+// never seen another member.
+func (p placement) standalone() bool {
+	return len(p.n.cfg.Join) == 0 && len(p.n.gossip.Members()) == 1
+}
+
+func free(m cluster.Member) int { return m.Slots - m.SlotsUsed }
+
+func (p placement) Alive(node string) bool {
+	m, ok := p.n.gossip.Member(node)
+	return ok && m.Status.Live()
+}
