@@ -21,7 +21,9 @@ type Backend interface {
 	Enforcement(ctx context.Context, id domain.ID) (*domain.Enforcement, error)
 	Enforcements(ctx context.Context, q ListQuery) (Page[*domain.Enforcement], error)
 	Packs() []*domain.Pack // the loaded catalog; rules/actions/triggers/sensors endpoints derive from it
-	Ready() error          // nil once recovery finished and packs are loaded; otherwise the reason
+	Ready() error
+	// Members is this node's view of the cluster, itself included.
+	Members(ctx context.Context) ([]MemberView, error)          // nil once recovery finished and packs are loaded; otherwise the reason
 }
 
 // ListQuery selects one page of a list; empty fields do not filter. The

@@ -22,6 +22,9 @@ type Client struct {
 	// HTTP sends the requests. It should have no overall Timeout, or one
 	// above the long polls it is used for; contexts bound each call.
 	HTTP *http.Client
+	// Local asks the node for its own records only (`?local=true`); nodes
+	// use it among themselves when they merge a cluster-wide answer.
+	Local bool
 }
 
 // NewClient returns a client of the node at addr; a bare host:port means http.
@@ -138,6 +141,12 @@ func (c *Client) Packs(ctx context.Context, q ListQuery) (Page[*domain.Pack], er
 }
 
 // Ready returns nil when the node is ready, else an *Error giving the reason.
+// Members lists the cluster's members as the node sees them.
+func (c *Client) Members(ctx context.Context) ([]MemberView, error) {
+	p, err := fetch[Page[MemberView]](ctx, c, "/api/v1/members", nil)
+	return p.Items, err
+}
+
 func (c *Client) Ready(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/readyz", nil, nil, nil)
 }
@@ -178,6 +187,12 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 		body = bytes.NewReader(b)
 	}
 	u := c.Addr + path
+	if c.Local {
+		if q == nil {
+			q = url.Values{}
+		}
+		q.Set("local", "true")
+	}
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}

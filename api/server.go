@@ -120,6 +120,13 @@ func (s *Server) routes() {
 	actionCatalog.register(s)
 	triggerCatalog.register(s)
 	sensorCatalog.register(s)
+	s.route("GET /api/v1/members", func(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+		ms, err := s.b.Members(r.Context())
+		if err != nil {
+			return 0, nil, err
+		}
+		return http.StatusOK, Page[MemberView]{Items: ms}, nil
+	})
 	s.route("GET /healthz", func(http.ResponseWriter, *http.Request) (int, any, error) {
 		return http.StatusOK, map[string]string{"status": "ok"}, nil
 	})
@@ -178,6 +185,9 @@ type endpoint func(w http.ResponseWriter, r *http.Request) (int, any, error)
 
 func (s *Server) route(pattern string, e endpoint) {
 	s.mux.Handle(pattern, s.instrument(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("local") == "true" {
+			r = r.WithContext(withLocal(r.Context()))
+		}
 		code, body, err := e(w, r)
 		if err != nil {
 			s.fail(w, r, err)
@@ -378,7 +388,7 @@ func same[T any](v T) T { return v }
 
 func parseListQuery(v url.Values, validCursor func(string) error, filters []string) (ListQuery, error) {
 	q := ListQuery{Limit: DefaultLimit}
-	known := append(slices.Clone(filters), "limit", "cursor")
+	known := append(slices.Clone(filters), "limit", "cursor", "local")
 	for name := range v {
 		if !slices.Contains(known, name) {
 			return q, newError(CodeBadRequest, "unknown query parameter %q (known: %s)", name, strings.Join(known, ", "))

@@ -110,3 +110,26 @@ func maskCatalog(packs []*domain.Pack) []*domain.Pack {
 	}
 	return out
 }
+
+// MemberView is one member of the cluster as a node sees it.
+type MemberView struct {
+	Name       string   `json:"name"`
+	Status     string   `json:"status"` // alive, suspect, dead, left
+	GossipAddr string   `json:"gossip_addr"`
+	RemoteAddr string   `json:"remote_addr"`
+	APIAddr    string   `json:"api_addr"`
+	Roles      []string `json:"roles"`
+	Runtimes   []string `json:"runtimes"`
+	Slots      int      `json:"slots"`
+	SlotsUsed  int      `json:"slots_used"`
+	SlotsFree  int      `json:"slots_free"`
+	Self       bool     `json:"self,omitempty"`
+}
+
+// Execution converts a view back into a record, for a node that merges
+// other nodes' answers into its own; secret values stay masked.
+func (v *ExecutionView) Execution() *domain.Execution {
+	return &domain.Execution{ID: v.ID, Action: v.Action, Runtime: v.Runtime, Status: v.Status, Parameters: v.Parameters,
+		Attempt: v.Attempt, Rule: v.Rule, Event: v.Event, Enforcement: v.Enforcement, Node: v.Node, Worker: v.Worker,
+		CreatedAt: v.CreatedAt, StartedAt: v.StartedAt, FinishedAt: v.FinishedAt, Error: v.Error, Result: v.Result}
+}

@@ -264,6 +264,12 @@ func (b *Backend) Enforcements(_ context.Context, q api.ListQuery) (api.Page[*do
 
 func (b *Backend) Packs() []*domain.Pack { return b.packs }
 
+// Members answers a cluster of one: this test node.
+func (b *Backend) Members(context.Context) ([]api.MemberView, error) {
+	return []api.MemberView{{Name: "test", Status: "alive", Roles: []string{"api", "rule", "sensor", "worker"},
+		Runtimes: []string{"shell"}, Slots: 2, SlotsFree: 2, Self: true}}, nil
+}
+
 func (b *Backend) Ready() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -77,23 +77,54 @@ func (b *backend) Run(ctx context.Context, ref string, params map[string]any) (*
 	return ex, nil
 }
 
-func (b *backend) Execution(_ context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error) {
-	ex, err := b.n.store.Execution(id)
-	if err != nil {
-		return nil, nil, err
-	}
-	h, err := b.n.store.History(id)
-	return ex, h, err
+func (b *backend) Execution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error) {
+	return b.execution(ctx, id, 0)
 }
 
+// WaitExecution waits here when the execution is this node's, and lets its
+// owner wait otherwise.
 func (b *backend) WaitExecution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error) {
-	if _, err := b.n.done.wait(ctx, id, func() (*domain.Execution, error) { return b.n.store.Execution(id) }); err != nil {
-		return nil, nil, err
+	wait := time.Until(deadlineOr(ctx, time.Now().Add(api.MaxWait)))
+	if _, err := b.n.store.Execution(id); err == nil {
+		if _, err := b.n.done.wait(ctx, id, func() (*domain.Execution, error) { return b.n.store.Execution(id) }); err != nil {
+			return nil, nil, err
+		}
+		wait = 0
 	}
-	return b.Execution(ctx, id)
+	return b.execution(ctx, id, wait)
 }
 
-func (b *backend) Executions(_ context.Context, q api.ListQuery) (api.Page[*domain.Execution], error) {
+func deadlineOr(ctx context.Context, def time.Time) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return def
+}
+
+type withHistory struct {
+	ex *domain.Execution
+	h  []domain.HistoryEntry
+}
+
+func (b *backend) execution(ctx context.Context, id domain.ID, wait time.Duration) (*domain.Execution, []domain.HistoryEntry, error) {
+	r, err := clusterGet(ctx, b, func() (withHistory, error) {
+		ex, err := b.n.store.Execution(id)
+		if err != nil {
+			return withHistory{}, err
+		}
+		h, err := b.n.store.History(id)
+		return withHistory{ex, h}, err
+	}, func(ctx context.Context, c *api.Client) (withHistory, error) {
+		v, err := c.Execution(ctx, id.String(), wait)
+		if err != nil {
+			return withHistory{}, err
+		}
+		return withHistory{v.Execution(), v.History}, nil
+	})
+	return r.ex, r.h, err
+}
+
+func (b *backend) Executions(ctx context.Context, q api.ListQuery) (api.Page[*domain.Execution], error) {
 	f := storage.ExecutionFilter{Action: q.Action, Rule: q.Rule, Status: domain.Status(q.Status)}
 	if q.Event != "" {
 		var err error
@@ -101,26 +132,41 @@ func (b *backend) Executions(_ context.Context, q api.ListQuery) (api.Page[*doma
 			return api.Page[*domain.Execution]{}, err
 		}
 	}
-	return page(q, func(limit int, cursor domain.ID) ([]*domain.Execution, domain.ID, error) {
-		return b.n.store.Executions(f, limit, cursor)
-	})
+	return clusterList(ctx, b, q, func(ex *domain.Execution) domain.ID { return ex.ID },
+		func(q api.ListQuery) (api.Page[*domain.Execution], error) {
+			return page(q, func(limit int, cursor domain.ID) ([]*domain.Execution, domain.ID, error) {
+				return b.n.store.Executions(f, limit, cursor)
+			})
+		}, func(c *api.Client, ctx context.Context, q api.ListQuery) (api.Page[*domain.Execution], error) {
+			p, err := c.Executions(ctx, q)
+			out := api.Page[*domain.Execution]{Next: p.Next}
+			for _, v := range p.Items {
+				out.Items = append(out.Items, v.Execution())
+			}
+			return out, err
+		})
 }
 
-func (b *backend) Event(_ context.Context, id domain.ID) (*domain.Event, error) {
-	return b.n.store.Event(id)
+func (b *backend) Event(ctx context.Context, id domain.ID) (*domain.Event, error) {
+	return clusterGet(ctx, b, func() (*domain.Event, error) { return b.n.store.Event(id) },
+		func(ctx context.Context, c *api.Client) (*domain.Event, error) { return c.Event(ctx, id.String()) })
 }
 
-func (b *backend) Events(_ context.Context, q api.ListQuery) (api.Page[*domain.Event], error) {
-	return page(q, func(limit int, cursor domain.ID) ([]*domain.Event, domain.ID, error) {
-		return b.n.store.Events(storage.EventFilter{Trigger: q.Trigger}, limit, cursor)
-	})
+func (b *backend) Events(ctx context.Context, q api.ListQuery) (api.Page[*domain.Event], error) {
+	return clusterList(ctx, b, q, func(ev *domain.Event) domain.ID { return ev.ID },
+		func(q api.ListQuery) (api.Page[*domain.Event], error) {
+			return page(q, func(limit int, cursor domain.ID) ([]*domain.Event, domain.ID, error) {
+				return b.n.store.Events(storage.EventFilter{Trigger: q.Trigger}, limit, cursor)
+			})
+		}, (*api.Client).Events)
 }
 
-func (b *backend) Enforcement(_ context.Context, id domain.ID) (*domain.Enforcement, error) {
-	return b.n.store.Enforcement(id)
+func (b *backend) Enforcement(ctx context.Context, id domain.ID) (*domain.Enforcement, error) {
+	return clusterGet(ctx, b, func() (*domain.Enforcement, error) { return b.n.store.Enforcement(id) },
+		func(ctx context.Context, c *api.Client) (*domain.Enforcement, error) { return c.Enforcement(ctx, id.String()) })
 }
 
-func (b *backend) Enforcements(_ context.Context, q api.ListQuery) (api.Page[*domain.Enforcement], error) {
+func (b *backend) Enforcements(ctx context.Context, q api.ListQuery) (api.Page[*domain.Enforcement], error) {
 	f := storage.EnforcementFilter{Rule: q.Rule}
 	if q.Event != "" {
 		var err error
@@ -128,9 +174,12 @@ func (b *backend) Enforcements(_ context.Context, q api.ListQuery) (api.Page[*do
 			return api.Page[*domain.Enforcement]{}, err
 		}
 	}
-	return page(q, func(limit int, cursor domain.ID) ([]*domain.Enforcement, domain.ID, error) {
-		return b.n.store.Enforcements(f, limit, cursor)
-	})
+	return clusterList(ctx, b, q, func(en *domain.Enforcement) domain.ID { return en.ID },
+		func(q api.ListQuery) (api.Page[*domain.Enforcement], error) {
+			return page(q, func(limit int, cursor domain.ID) ([]*domain.Enforcement, domain.ID, error) {
+				return b.n.store.Enforcements(f, limit, cursor)
+			})
+		}, (*api.Client).Enforcements)
 }
 
 func (b *backend) Packs() []*domain.Pack { return b.n.catalog.Packs() }

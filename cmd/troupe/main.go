@@ -88,7 +88,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.addr, "addr", cmp.Or(os.Getenv("TROUPE_ADDR"), "http://127.0.0.1:8080"), "base URL of a node's HTTP API (env TROUPE_ADDR)")
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(newAgentCommand(), newRunCommand(o))
+	root.AddCommand(newAgentCommand(), newRunCommand(o), newMembersCommand(o))
 	root.AddCommand(resourceCommands(o)...)
 	return root
 }
