@@ -23,7 +23,7 @@ type Backend interface {
 	Packs() []*domain.Pack // the loaded catalog; rules/actions/triggers/sensors endpoints derive from it
 	Ready() error
 	// Members is this node's view of the cluster, itself included.
-	Members(ctx context.Context) ([]MemberView, error)          // nil once recovery finished and packs are loaded; otherwise the reason
+	Members(ctx context.Context) ([]MemberView, error) // nil once recovery finished and packs are loaded; otherwise the reason
 }
 
 // ListQuery selects one page of a list; empty fields do not filter. The

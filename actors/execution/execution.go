@@ -63,8 +63,8 @@ type Config struct {
 	// GrantTimeout is how long a slot request may go unanswered before it is
 	// sent again, possibly to another worker. Default 5s.
 	GrantTimeout time.Duration
-	Metrics     *metrics.Metrics // default: registered nowhere
-	Logger      *slog.Logger
+	Metrics      *metrics.Metrics // default: registered nowhere
+	Logger       *slog.Logger
 }
 
 func (c *Config) defaults() {

@@ -163,7 +163,9 @@ func (b *backend) Events(ctx context.Context, q api.ListQuery) (api.Page[*domain
 
 func (b *backend) Enforcement(ctx context.Context, id domain.ID) (*domain.Enforcement, error) {
 	return clusterGet(ctx, b, func() (*domain.Enforcement, error) { return b.n.store.Enforcement(id) },
-		func(ctx context.Context, c *api.Client) (*domain.Enforcement, error) { return c.Enforcement(ctx, id.String()) })
+		func(ctx context.Context, c *api.Client) (*domain.Enforcement, error) {
+			return c.Enforcement(ctx, id.String())
+		})
 }
 
 func (b *backend) Enforcements(ctx context.Context, q api.ListQuery) (api.Page[*domain.Enforcement], error) {
