@@ -2,6 +2,7 @@ package domain
 
 import (
 	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -55,6 +56,9 @@ type Action struct {
 	ParamOrder []string      `json:"-"`
 	Timeout    time.Duration `json:"-"` // as whole seconds in JSON, like the pack file
 
+	// Retry, when set, runs the action again as a new attempt after some
+	// failures.
+	Retry *Retry `json:"retry,omitempty"`
 	// Schema is the compiled-ready JSON Schema of the parameters object.
 	Schema json.RawMessage `json:"-"`
 	Pos    Pos             `json:"-"`
@@ -93,6 +97,44 @@ func (a *Action) SecretParams() []string {
 		}
 	}
 	return out
+}
+
+// Retry is an action's retry policy: after a terminal status listed in On,
+// the execution is requested again as the next attempt, up to Count more
+// attempts, each after Delay.
+type Retry struct {
+	Count int           `json:"count"`
+	On    []Status      `json:"on"`
+	Delay time.Duration `json:"-"`
+}
+
+// MarshalJSON writes the delay in seconds, as pack files give it.
+func (r *Retry) MarshalJSON() ([]byte, error) {
+	type plain Retry
+	return json.Marshal(struct {
+		*plain
+		Delay float64 `json:"delay"`
+	}{(*plain)(r), r.Delay.Seconds()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Retry) UnmarshalJSON(b []byte) error {
+	type plain Retry
+	aux := struct {
+		*plain
+		Delay float64 `json:"delay"`
+	}{plain: (*plain)(r)}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	r.Delay = time.Duration(aux.Delay * float64(time.Second))
+	return nil
+}
+
+// Allows reports whether an attempt that ended in status may be followed
+// by another.
+func (r *Retry) Allows(status Status, attempt int) bool {
+	return r != nil && attempt <= r.Count && slices.Contains(r.On, status)
 }
 
 // Criterion is one StackStorm-style criteria entry: `trigger.body.env: {type: equals, pattern: prod}`.

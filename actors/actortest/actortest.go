@@ -5,7 +5,6 @@
 package actortest
 
 import (
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -187,7 +186,7 @@ func Received[T any](p *Probe) []T {
 	return out
 }
 
-// Count is a counter safe for concurrent use, with a readable failure.
+// Count is a counter safe for concurrent use.
 type Count struct {
 	mu sync.Mutex
 	n  int
@@ -205,14 +204,4 @@ func (c *Count) Get() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
-}
-
-// AtLeast is a WaitFor condition.
-func (c *Count) AtLeast(n int, what string) func() error {
-	return func() error {
-		if got := c.Get(); got < n {
-			return fmt.Errorf("%s: %d, want at least %d", what, got, n)
-		}
-		return nil
-	}
 }

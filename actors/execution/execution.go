@@ -251,6 +251,20 @@ func (c *child) requestSlot(ctx actor.Context) {
 	c.later(ctx, c.cfg.GrantTimeout)
 }
 
+// retryAfter starts the next attempt once the policy's delay has passed.
+func (c *child) retryAfter(ctx actor.Context, a *domain.Action) {
+	if c.ex.Status != domain.StatusRequested {
+		return // the retry was not committed
+	}
+	c.cfg.Metrics.Retries.WithLabelValues(a.Ref).Inc()
+	c.log.Info("retrying execution", "attempt", c.ex.Attempt, "delay", a.Retry.Delay)
+	if c.backstop != nil {
+		c.backstop()
+	}
+	c.waitingSince = time.Time{}
+	c.later(ctx, a.Retry.Delay)
+}
+
 func (c *child) later(ctx actor.Context, d time.Duration) {
 	if c.retry != nil {
 		c.retry()
@@ -351,7 +365,13 @@ func (c *child) onReport(ctx actor.Context, r *protocol.Report) {
 	if !c.apply(ctx, ts...) {
 		return // not committed: no ack, so the worker sends it again
 	}
-	ack := &protocol.ReportAck{ExecutionId: r.ExecutionId, Attempt: r.Attempt, Status: string(c.ex.Status)}
+	// The ack names the step it answers, not the record's status: a retry
+	// turns a reported failure into requested, and the worker must still
+	// see its report acknowledged.
+	ack := &protocol.ReportAck{ExecutionId: r.ExecutionId, Attempt: r.Attempt}
+	if n := len(r.Steps); n > 0 {
+		ack.Status = r.Steps[n-1].Status
+	}
 	if ctx.Sender() != nil {
 		ctx.Respond(ack)
 	} else {
@@ -361,8 +381,19 @@ func (c *child) onReport(ctx actor.Context, r *protocol.Report) {
 
 // apply commits transitions and reports whether the record is now usable;
 // a storage failure leaves c.ex unchanged so nothing acts on an uncommitted
-// state.
+// state. A final status the action's retry policy covers becomes a new
+// attempt instead: the failure is kept in the history, not in the status.
 func (c *child) apply(ctx actor.Context, ts ...storage.Transition) bool {
+	last := &ts[len(ts)-1]
+	if a, ok := c.cfg.Catalog.Action(c.ex.Action); ok && last.To.Terminal() && last.Attempt == c.ex.Attempt &&
+		a.Retry.Allows(last.To, c.ex.Attempt) && domain.CanTransition(c.ex.Status, domain.StatusRequested) == nil {
+		if last.Error == "" {
+			last.Error = string(last.To)
+		}
+		last.Error = fmt.Sprintf("attempt %d %s (%s); retrying", c.ex.Attempt, last.To, last.Error)
+		last.To, last.NextAttempt = domain.StatusRequested, true
+		defer func() { c.retryAfter(ctx, a) }()
+	}
 	ex, applied, err := c.cfg.Store.Apply(c.id, ts...)
 	if ex != nil {
 		c.ex = ex

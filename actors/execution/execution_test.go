@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,20 +37,30 @@ type catalog map[string]*domain.Action
 func (c catalog) Action(ref string) (*domain.Action, bool) { a, ok := c[ref]; return a, ok }
 
 // placement sends every execution whose runtime the registry has to the
-// node's own worker, as a single node does.
+// node's own worker, as a single node does. While noWorker is set it answers
+// as a cluster that has no member for the runtime yet; members in dead are
+// not alive.
 type placement struct {
-	reg    *runtimes.Registry
-	worker *actor.PID
+	reg      *runtimes.Registry
+	worker   *actor.PID
+	noWorker atomic.Bool
+	dead     sync.Map // node name → true
 }
 
-func (p placement) Worker(runtime string) (*actor.PID, error) {
+func (p *placement) Worker(runtime string) (*actor.PID, error) {
+	if p.noWorker.Load() {
+		return nil, fmt.Errorf("no live member runs %s yet: %w", runtime, execution.ErrNoWorker)
+	}
 	if _, err := p.reg.Get(runtime); err != nil {
 		return nil, err
 	}
 	return p.worker, nil
 }
 
-func (placement) Alive(string) bool { return true }
+func (p *placement) Alive(node string) bool {
+	_, dead := p.dead.Load(node)
+	return !dead
+}
 
 // env is one node's execution actors over a real store, with a real worker
 // (running the shell runtime and the scripted one) or a stand-in for it.
@@ -61,15 +71,17 @@ type env struct {
 	rt      *actortest.Runtime
 	manager *actor.PID
 	worker  *actor.PID
+	place   *placement
 
 	mu       sync.Mutex
 	terminal map[domain.ID]int // OnTerminal calls
 }
 
 type options struct {
-	slots       int
-	reportGrace time.Duration
-	resend      time.Duration
+	slots            int
+	reportGrace      time.Duration
+	resend           time.Duration
+	placementTimeout time.Duration
 	// fakeWorker, when set, is the worker's message handler instead of a
 	// real worker.
 	fakeWorker func(ctx actor.Context, msg any)
@@ -84,6 +96,7 @@ func start(t *testing.T, rt *actortest.Runtime, o options) *env {
 	reg := runtimes.RegistryOf(shell, rt)
 	e := &env{t: t, sys: actortest.NewSystem(t), db: actortest.Store(t), rt: rt, terminal: map[domain.ID]int{}}
 	e.worker = actor.NewPID(e.sys.Address(), protocol.WorkerActor)
+	e.place = &placement{reg: reg, worker: e.worker}
 	if o.fakeWorker != nil {
 		actortest.NewProbe(t, e.sys, protocol.WorkerActor, o.fakeWorker)
 	} else {
@@ -91,13 +104,13 @@ func start(t *testing.T, rt *actortest.Runtime, o options) *env {
 			Resend: o.resend, Logger: actortest.Logger(t)}), protocol.WorkerActor)
 	}
 	e.manager = actortest.Spawn(t, e.sys, execution.Props(execution.Config{
-		Node: "n1", Store: e.db, Catalog: actions, Placement: placement{reg, e.worker},
+		Node: "n1", Store: e.db, Catalog: actions, Placement: e.place,
 		OnTerminal: func(ex *domain.Execution) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
 			e.terminal[ex.ID]++
 		},
-		ReportGrace: o.reportGrace, Logger: actortest.Logger(t),
+		ReportGrace: o.reportGrace, PlacementTimeout: o.placementTimeout, Logger: actortest.Logger(t),
 	}), protocol.ExecutionsActor)
 	return e
 }
@@ -175,6 +188,25 @@ func (e *env) drain() error {
 	return nil
 }
 
+// wantEnd checks how an execution ended, and that OnTerminal announced it
+// exactly once.
+func (e *env) wantEnd(ex *domain.Execution, status domain.Status, errText string) {
+	e.t.Helper()
+	if ex.Status != status || ex.Error != errText {
+		e.t.Fatalf("execution is %s (%q), want %s (%q)", ex.Status, ex.Error, status, errText)
+	}
+	if n := e.terminalCalls(ex.ID); n != 1 {
+		e.t.Fatalf("OnTerminal called %d times, want once", n)
+	}
+}
+
+// finalReport is what a worker reports when the attempt ended in status.
+func finalReport(id domain.ID, worker, address string, status domain.Status) *protocol.Report {
+	now := time.Now()
+	return &protocol.Report{ExecutionId: id[:], Attempt: 1, WorkerNode: worker, WorkerAddress: address,
+		Steps: []*protocol.Step{protocol.NewStep(domain.StatusRunning, now, "", nil), protocol.NewStep(status, now, "", nil)}}
+}
+
 func wantHistory(t *testing.T, got []domain.Status, want ...domain.Status) {
 	t.Helper()
 	if !slices.Equal(got, want) {
@@ -184,37 +216,31 @@ func wantHistory(t *testing.T, got []domain.Status, want ...domain.Status) {
 
 func TestExecutionRunsToTheEndOfItsAction(t *testing.T) {
 	for _, tc := range []struct {
-		action    string
-		status    domain.Status
-		exitCode  int
-		stdout    string
-		stderr    string
-		errSubstr string
+		action   string
+		status   domain.Status
+		exitCode int
+		stdout   string
+		stderr   string
+		err      string
 	}{
 		{action: "t.echo", status: domain.StatusSucceeded, stdout: "hello"},
-		{action: "t.exit3", status: domain.StatusFailed, exitCode: 3, stderr: "oops\n", errSubstr: "exit code 3"},
-		{action: "t.sleeper", status: domain.StatusTimeout, exitCode: -9, errSubstr: "timed out after 200ms"},
+		{action: "t.exit3", status: domain.StatusFailed, exitCode: 3, stderr: "oops\n", err: "exit code 3"},
+		{action: "t.sleeper", status: domain.StatusTimeout, exitCode: -9, err: "timed out after 200ms"},
 	} {
 		t.Run(tc.action, func(t *testing.T) {
 			e := start(t, &actortest.Runtime{}, options{})
 			id := e.run(tc.action, map[string]any{"message": "hello"})
 			ex := e.waitEnd(id)
+			e.wantEnd(ex, tc.status, tc.err)
 			wantHistory(t, e.history(id), domain.StatusRequested, domain.StatusScheduled, domain.StatusRunning, tc.status)
-			if ex.Status != tc.status || ex.Worker != "w1" || ex.StartedAt == nil || ex.FinishedAt == nil {
-				t.Errorf("execution is %s on worker %q, started %v, finished %v; want %s on w1 with both times",
-					ex.Status, ex.Worker, ex.StartedAt, ex.FinishedAt, tc.status)
+			if ex.Worker != "w1" || ex.StartedAt == nil || ex.FinishedAt == nil {
+				t.Errorf("execution ran on worker %q, started %v, finished %v; want w1 with both times", ex.Worker, ex.StartedAt, ex.FinishedAt)
 			}
 			if r := ex.Result; r == nil || r.ExitCode != tc.exitCode || r.Stdout != tc.stdout || r.Stderr != tc.stderr {
 				t.Errorf("result %+v, want exit code %d, stdout %q, stderr %q", r, tc.exitCode, tc.stdout, tc.stderr)
 			}
-			if !strings.Contains(ex.Error, tc.errSubstr) || (tc.errSubstr == "") != (ex.Error == "") {
-				t.Errorf("error %q, want %q", ex.Error, tc.errSubstr)
-			}
-			if err := e.drain(); err != nil {
+			if err := e.drain(); err != nil { // the worker was told its reports are recorded
 				t.Fatal(err)
-			}
-			if n := e.terminalCalls(id); n != 1 {
-				t.Fatalf("OnTerminal called %d times, want once", n)
 			}
 		})
 	}
@@ -223,14 +249,8 @@ func TestExecutionRunsToTheEndOfItsAction(t *testing.T) {
 func TestRuntimeNoWorkerHasFailsWithPlacementError(t *testing.T) {
 	e := start(t, &actortest.Runtime{}, options{})
 	id := e.run("t.python", nil)
-	ex := e.waitEnd(id)
+	e.wantEnd(e.waitEnd(id), domain.StatusFailed, `runtime "python" not found (available: shell, test)`)
 	wantHistory(t, e.history(id), domain.StatusRequested, domain.StatusFailed)
-	if want := `runtime "python" not found (available: shell, test)`; ex.Error != want {
-		t.Fatalf("error %q, want %q", ex.Error, want)
-	}
-	if n := e.terminalCalls(id); n != 1 {
-		t.Fatalf("OnTerminal called %d times, want once", n)
-	}
 }
 
 func TestManyExecutionsShareTheSlots(t *testing.T) {
@@ -241,13 +261,9 @@ func TestManyExecutionsShareTheSlots(t *testing.T) {
 		x = append(x, e.run("t.act", nil))
 	}
 	for _, id := range x {
-		if ex := e.waitEnd(id); ex.Status != domain.StatusSucceeded {
-			t.Fatalf("execution %s is %s (%s), want succeeded", id, ex.Status, ex.Error)
-		}
-	}
-	for _, id := range x {
-		if runs, calls := rt.Runs(id.String()), e.terminalCalls(id); runs != 1 || calls != 1 {
-			t.Fatalf("execution %s ran %d times and OnTerminal was called %d times, want once each", id, runs, calls)
+		e.wantEnd(e.waitEnd(id), domain.StatusSucceeded, "")
+		if n := rt.Runs(id.String()); n != 1 {
+			t.Fatalf("execution %s ran %d times, want once", id, n)
 		}
 	}
 	if got := rt.MaxRunning(); got != 2 {
@@ -267,9 +283,7 @@ func TestReportAfterCompletionIsAcknowledgedAndChangesNothing(t *testing.T) {
 			e := start(t, &actortest.Runtime{}, options{})
 			id := e.run("t.act", nil)
 			before := e.waitEnd(id)
-			now := time.Now()
-			report := &protocol.Report{ExecutionId: id[:], Attempt: 1, WorkerNode: "w1", WorkerAddress: e.sys.Address(),
-				Steps: []*protocol.Step{protocol.NewStep(domain.StatusRunning, now, "", nil), protocol.NewStep(tc.final, now, "", nil)}}
+			report := finalReport(id, "w1", e.sys.Address(), tc.final)
 			ack, ok := actortest.Request(t, e.sys, e.manager, report).(*protocol.ReportAck)
 			if !ok {
 				t.Fatal("report was not answered with a ReportAck")
@@ -280,13 +294,11 @@ func TestReportAfterCompletionIsAcknowledgedAndChangesNothing(t *testing.T) {
 				t.Errorf("ack %v, want execution %s attempt 1 status %s", ack, id, tc.final)
 			}
 			after := e.execution(id)
-			if after.Seq != before.Seq || after.Status != domain.StatusSucceeded {
-				t.Errorf("after the report the execution is %s at seq %d, want succeeded at seq %d", after.Status, after.Seq, before.Seq)
+			if after.Seq != before.Seq {
+				t.Errorf("after the report the execution is at seq %d, want still %d", after.Seq, before.Seq)
 			}
+			e.wantEnd(after, domain.StatusSucceeded, "")
 			wantHistory(t, e.history(id), domain.StatusRequested, domain.StatusScheduled, domain.StatusRunning, domain.StatusSucceeded)
-			if n := e.terminalCalls(id); n != 1 {
-				t.Fatalf("OnTerminal called %d times, want once", n)
-			}
 		})
 	}
 }
@@ -309,15 +321,10 @@ func TestSilentWorkerIsGivenUpAfterTimeoutAndGrace(t *testing.T) {
 	if took := time.Since(began); took < 100*time.Millisecond {
 		t.Errorf("given up after %s, before the timeout (50ms) plus the grace (50ms)", took)
 	}
+	e.wantEnd(ex, domain.StatusAbandoned, "no report from worker w9 within 50ms after the action's timeout")
 	wantHistory(t, e.history(id), domain.StatusRequested, domain.StatusScheduled, domain.StatusAbandoned)
-	if want := "no report from worker w9 within 50ms after the action's timeout"; ex.Status != domain.StatusAbandoned || ex.Error != want {
-		t.Fatalf("execution is %s (%q), want abandoned (%q)", ex.Status, ex.Error, want)
-	}
 	if n := assigns.Get(); n != 1 {
 		t.Fatalf("worker was assigned the execution %d times, want once", n)
-	}
-	if n := e.terminalCalls(id); n != 1 {
-		t.Fatalf("OnTerminal called %d times, want once", n)
 	}
 }
 
@@ -329,16 +336,25 @@ func TestLateReportAfterBackstopIsAcknowledged(t *testing.T) {
 	e := start(t, rt, options{reportGrace: 50 * time.Millisecond, resend: 10 * time.Millisecond})
 	id := e.run("t.silent", nil)
 	actortest.WaitFor(t, wait, rt.WaitRunning(1))
-	if ex := e.waitEnd(id); ex.Status != domain.StatusAbandoned {
-		t.Fatalf("execution is %s, want abandoned by the backstop", ex.Status)
-	}
+	e.wantEnd(e.waitEnd(id), domain.StatusAbandoned, "no report from worker w1 within 50ms after the action's timeout")
+	e.finishLate(rt, id)
+}
+
+// finishLate lets the run of an execution that was already given up end,
+// and checks that its worker's report is acknowledged and changes nothing.
+func (e *env) finishLate(rt *actortest.Runtime, id domain.ID) {
+	e.t.Helper()
+	before := e.execution(id)
 	rt.Release(id.String())
-	actortest.WaitFor(t, wait, rt.WaitRunning(0))
+	actortest.WaitFor(e.t, wait, rt.WaitRunning(0))
 	if err := e.drain(); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	if ex := e.execution(id); ex.Status != domain.StatusAbandoned || e.terminalCalls(id) != 1 {
-		t.Fatalf("execution is %s with %d OnTerminal calls, want still abandoned with one", ex.Status, e.terminalCalls(id))
+	if after := e.execution(id); after.Seq != before.Seq {
+		e.t.Fatalf("late report moved the execution to %s at seq %d, want it left at seq %d", after.Status, after.Seq, before.Seq)
+	}
+	if n := e.terminalCalls(id); n != 1 {
+		e.t.Fatalf("OnTerminal called %d times, want once", n)
 	}
 }
 
@@ -347,10 +363,100 @@ func TestStartOfUnknownExecutionIsDropped(t *testing.T) {
 	unknown := domain.NewID(time.Now())
 	e.sys.Root.Send(e.manager, &protocol.StartExecution{ExecutionId: unknown[:]})
 	id := e.run("t.act", nil) // the manager carries on
-	if ex := e.waitEnd(id); ex.Status != domain.StatusSucceeded {
-		t.Fatalf("execution is %s, want succeeded", ex.Status)
-	}
+	e.wantEnd(e.waitEnd(id), domain.StatusSucceeded, "")
 	if _, err := e.db.Execution(unknown); !errors.Is(err, domain.ErrNotFound) {
 		t.Fatalf("unknown execution: %v, want not found", err)
+	}
+}
+
+func TestExecutionWaitsForAWorkerWithItsRuntime(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		appears    bool
+		status     domain.Status
+		wantErr    string
+		wantStatus []domain.Status
+	}{
+		{"one appears", true, domain.StatusSucceeded, "",
+			[]domain.Status{domain.StatusRequested, domain.StatusScheduled, domain.StatusRunning, domain.StatusSucceeded}},
+		{"none appears", false, domain.StatusFailed, "no live member runs test yet: no worker available",
+			[]domain.Status{domain.StatusRequested, domain.StatusFailed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, &actortest.Runtime{}, options{placementTimeout: 100 * time.Millisecond})
+			e.place.noWorker.Store(true)
+			began := time.Now()
+			id := e.run("t.act", nil)
+			if tc.appears {
+				actortest.WaitFor(t, wait, func() error {
+					if ex := e.execution(id); ex.Status != domain.StatusRequested {
+						return fmt.Errorf("execution is %s, want it waiting in requested", ex.Status)
+					}
+					return nil
+				})
+				e.place.noWorker.Store(false)
+			}
+			e.wantEnd(e.waitEnd(id), tc.status, tc.wantErr)
+			if took := time.Since(began); !tc.appears && took < 100*time.Millisecond {
+				t.Errorf("failed after %s, before the placement timeout (100ms)", took)
+			}
+			wantHistory(t, e.history(id), tc.wantStatus...)
+		})
+	}
+}
+
+func TestLostWorkerMemberEndsItsExecutions(t *testing.T) {
+	rt := &actortest.Runtime{Block: true}
+	e := start(t, rt, options{resend: 10 * time.Millisecond})
+	id := e.run("t.act", nil)
+	actortest.WaitFor(t, wait, rt.WaitRunning(1))
+	actortest.WaitFor(t, wait, func() error {
+		if ex := e.execution(id); ex.Status != domain.StatusRunning {
+			return fmt.Errorf("execution is %s, want running", ex.Status)
+		}
+		return nil
+	})
+	e.sys.Root.Send(e.manager, &protocol.MemberDown{Node: "w2", Status: "dead"}) // not its worker
+	e.sys.Root.Send(e.manager, &protocol.MemberDown{Node: "w1", Status: "left"})
+	e.wantEnd(e.waitEnd(id), domain.StatusAbandoned, "worker node w1 is left; the execution was running there")
+	wantHistory(t, e.history(id), domain.StatusRequested, domain.StatusScheduled, domain.StatusRunning, domain.StatusAbandoned)
+	e.finishLate(rt, id) // the member was not gone after all
+}
+
+// An owner that restarts finds executions that a worker on another member
+// runs: it waits for that worker's reports if the member is alive, and
+// abandons them if it is not.
+func TestRestartedOwnerTakesOverRunningExecutions(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		alive   bool
+		status  domain.Status
+		wantErr string
+	}{
+		{"worker alive", true, domain.StatusSucceeded, ""},
+		{"worker gone", false, domain.StatusAbandoned, "worker node w2 is not a live member; the execution was running there"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, &actortest.Runtime{}, options{})
+			if !tc.alive {
+				e.place.dead.Store("w2", true)
+			}
+			id := domain.NewID(time.Now())
+			if err := e.db.CreateExecution(&domain.Execution{ID: id, Action: "t.act", Runtime: "test", Node: "n1"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := e.db.Apply(id, storage.Transition{Attempt: 1, To: domain.StatusScheduled, Node: "w2"},
+				storage.Transition{Attempt: 1, To: domain.StatusRunning, Node: "w2"}); err != nil {
+				t.Fatal(err)
+			}
+			e.sys.Root.Send(e.manager, &protocol.StartExecution{ExecutionId: id[:]})
+			// w2's report reaches the execution after the start does.
+			report := finalReport(id, "w2", e.sys.Address(), domain.StatusSucceeded)
+			if _, ok := actortest.Request(t, e.sys, e.manager, report).(*protocol.ReportAck); !ok {
+				t.Fatal("report was not acknowledged")
+			}
+			e.wantEnd(e.waitEnd(id), tc.status, tc.wantErr)
+			wantHistory(t, e.history(id), domain.StatusRequested, domain.StatusScheduled, domain.StatusRunning, tc.status)
+		})
 	}
 }

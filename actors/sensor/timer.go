@@ -12,6 +12,7 @@ import (
 
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/packs"
 )
 
 // Schedule yields the tick times of a timer trigger.
@@ -49,7 +50,8 @@ func NewSchedule(triggerType string, p map[string]any) (Schedule, error) {
 		}
 		return cronSchedule{s: s, loc: loc}, nil
 	case "core.datetimer":
-		at, err := time.ParseInLocation(time.RFC3339, fmt.Sprint(p["date"]), loc)
+		tz, _ := p["timezone"].(string)
+		at, err := packs.ParseDate(fmt.Sprint(p["date"]), tz)
 		if err != nil {
 			return nil, fmt.Errorf("date timer: %w", err)
 		}

@@ -118,6 +118,7 @@ type tick struct{}
 
 type worker struct {
 	cfg      Config
+	addr     string // this node's actor address, for reports
 	used     int
 	queue    []*protocol.SlotRequest
 	seen     map[key]*attempt
@@ -129,6 +130,7 @@ type worker struct {
 func (w *worker) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
+		w.addr = ctx.ActorSystem().Address()
 		w.stopTick = scheduler.NewTimerScheduler(ctx).SendRepeatedly(w.cfg.Resend, w.cfg.Resend, ctx.Self(), tick{})
 	case *actor.Stopping:
 		w.stopTick()
@@ -236,6 +238,14 @@ func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 		w.cfg.Metrics.Duplicates.WithLabelValues("assignment").Inc()
 		w.send(ctx, a) // duplicate assignment: never a second run
 		return
+	case w.draining:
+		// Granted before the drain began: starting it now would outlive it.
+		a.phase, a.since = done, time.Now()
+		a.report = w.newReport(m.ExecutionId, m.Attempt, protocol.NewStep(domain.StatusAbandoned, time.Now(),
+			fmt.Sprintf("worker %s is shutting down", w.cfg.Node), nil))
+		w.send(ctx, a)
+		w.freeSlot(ctx)
+		return
 	}
 	rt, err := w.cfg.Runtimes.Get(m.Runtime)
 	now := time.Now()
@@ -292,14 +302,13 @@ func (w *worker) gauge() {
 }
 
 func (w *worker) newReport(id []byte, att int32, steps ...*protocol.Step) *protocol.Report {
-	return &protocol.Report{ExecutionId: id, Attempt: att, WorkerNode: w.cfg.Node, Steps: steps}
+	return &protocol.Report{ExecutionId: id, Attempt: att, WorkerNode: w.cfg.Node, WorkerAddress: w.addr, Steps: steps}
 }
 
 func (w *worker) send(ctx actor.Context, a *attempt) {
 	if a.report == nil {
 		return
 	}
-	a.report.WorkerAddress = ctx.ActorSystem().Address()
 	a.sentAt = time.Now()
 	ctx.Request(a.owner, a.report)
 }

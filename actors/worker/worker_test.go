@@ -33,7 +33,9 @@ type env struct {
 	ack    atomic.Bool
 	ticks  *tickGauge
 	// unnamed counts reports that did not name the worker's address, which
-	// an owner needs to acknowledge a report that came without a sender.
+	// an owner needs to acknowledge a report that came without a sender. The
+	// owner reads it as each report arrives, so under -race this also checks
+	// that the worker never writes to a report it has already sent.
 	unnamed atomic.Int64
 }
 
@@ -89,6 +91,16 @@ func last(r *protocol.Report) string {
 		return ""
 	}
 	return r.Steps[len(r.Steps)-1].Status
+}
+
+func countOf(xs []string, x string) int {
+	n := 0
+	for _, v := range xs {
+		if v == x {
+			n++
+		}
+	}
+	return n
 }
 
 func (e *env) request(ids ...domain.ID) {
@@ -280,6 +292,35 @@ func TestAssignWithoutGrantIsRefused(t *testing.T) {
 	}
 }
 
+func TestAssignmentThatCannotRunFails(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		edit    func(*protocol.Assign)
+		wantErr string
+	}{
+		{"runtime not here", func(m *protocol.Assign) { m.Runtime = "python" }, `runtime "python" not found (available: test)`},
+		{"parameters not an object", func(m *protocol.Assign) { m.ParametersJson = []byte(`[1]`) }, "decode parameters"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, &actortest.Runtime{}, nil)
+			a := ids(1)[0]
+			e.request(a)
+			m := &protocol.Assign{ExecutionId: a[:], Attempt: 1, Action: "t.act", Runtime: e.rt.Name(),
+				ParametersJson: []byte(`{}`), OwnerAddress: e.sys.Address()}
+			tc.edit(m)
+			e.sys.Root.Send(e.worker, m)
+			r := e.waitReport(a, domain.StatusFailed)
+			if msg := r.Steps[len(r.Steps)-1].Error; !strings.Contains(msg, tc.wantErr) {
+				t.Errorf("failed report says %q, want %q", msg, tc.wantErr)
+			}
+			wantStats(t, e.settle(), worker.SlotStats{Used: 0, Free: 1, Queued: 0})
+			if n := e.rt.Runs(a.String()); n != 0 {
+				t.Fatalf("execution ran %d times, want never", n)
+			}
+		})
+	}
+}
+
 func TestReportsAreResentUntilAcknowledged(t *testing.T) {
 	e := start(t, &actortest.Runtime{}, func(c *worker.Config) { c.Resend = 10 * time.Millisecond })
 	e.ack.Store(false)
@@ -287,7 +328,7 @@ func TestReportsAreResentUntilAcknowledged(t *testing.T) {
 	e.request(a)
 	e.assign(a)
 	actortest.WaitFor(t, wait, func() error {
-		if got := e.statuses(a); len(got) < 4 || got[len(got)-1] != "succeeded" || got[len(got)-2] != "succeeded" {
+		if got := e.statuses(a); countOf(got, "succeeded") < 3 {
 			return fmt.Errorf("reports end in %v, want the final report resent at least twice", got)
 		}
 		return nil
@@ -301,8 +342,9 @@ func TestReportsAreResentUntilAcknowledged(t *testing.T) {
 		}
 		return nil
 	})
-	e.settle()            // the ack has reached the worker…
-	n = len(e.reports(a)) // …so this is the last report
+	e.owner.Sync(t)       // the probe has acknowledged it,
+	e.settle()            // the worker has taken the ack, and what it sent before is recorded:
+	n = len(e.reports(a)) // this is the last report
 	ticks := e.ticks.n.Load()
 	actortest.WaitFor(t, wait, func() error {
 		if got := e.ticks.n.Load(); got < ticks+5 {

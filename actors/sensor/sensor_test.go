@@ -1,0 +1,142 @@
+package sensor
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	protocluster "github.com/asynkron/protoactor-go/cluster"
+
+	"github.com/troupehq/troupe/actors/actortest"
+	"github.com/troupehq/troupe/actors/protocol"
+	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/runtimes"
+)
+
+// activate runs every sensor cfg describes in sys as the cluster would on
+// the member owning it: one grain per identity, initialised with it. It
+// returns a probe standing in for the rule actors, which accepts every event.
+func activate(t *testing.T, cfg Config) *actortest.Probe {
+	t.Helper()
+	sys := actortest.NewSystem(t)
+	rules := actortest.NewProbe(t, sys, protocol.RulesActor, func(ctx actor.Context, msg any) {
+		if ev, ok := msg.(*protocol.Event); ok {
+			ctx.Respond(&protocol.EventAccepted{Id: ev.Id})
+		}
+	})
+	cfg.Logger = actortest.Logger(t)
+	cfg.defaults()
+	defs := definitions(cfg)
+	for id := range defs {
+		g := &grain{cfg: cfg, defs: defs}
+		pid := actortest.Spawn(t, sys, actor.PropsFromProducer(func() actor.Actor { return g }), id)
+		sys.Root.Send(pid, &protocluster.ClusterInit{Identity: &protocluster.ClusterIdentity{Identity: id, Kind: Kind}})
+	}
+	return rules
+}
+
+func events(t *testing.T, p *actortest.Probe) []*domain.Event {
+	t.Helper()
+	var out []*domain.Event
+	for _, m := range actortest.Received[*protocol.Event](p) {
+		ev, err := m.Domain()
+		if err != nil {
+			t.Fatalf("event %s: %v", protocol.ID(m.Id), err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func TestTimerFiresAlignedTicks(t *testing.T) {
+	params := map[string]any{"unit": "seconds", "delta": 1}
+	instance := domain.TriggerInstance("core.intervaltimer", params)
+	rule := func(name, typ string, p map[string]any) *domain.Rule {
+		return &domain.Rule{Ref: "t." + name, Enabled: true, Trigger: domain.RuleTrigger{Type: typ, Parameters: p}}
+	}
+	rules := activate(t, Config{Node: "n1", Rules: []*domain.Rule{
+		rule("a", "core.intervaltimer", params),
+		rule("b", "core.intervaltimer", params), // the same instance: one timer for both
+		rule("hook", "core.webhook", map[string]any{"url": "x"}),
+	}})
+
+	actortest.WaitFor(t, 10*time.Second, func() error {
+		if n := len(events(t, rules)); n < 3 {
+			return fmt.Errorf("%d ticks, want 3", n)
+		}
+		return nil
+	})
+	evs := events(t, rules)
+	for i, ev := range evs {
+		want := TickEvent("core.intervaltimer", instance, params, ev.CreatedAt)
+		if ev.CreatedAt.UnixNano()%int64(time.Second) != 0 || ev.ID != want.ID || ev.Instance != instance ||
+			ev.Payload["executed_at"] != want.Payload["executed_at"] {
+			t.Errorf("tick %d: %+v, want an aligned tick of %s with ID %s", i, ev, instance, want.ID)
+		}
+		if i > 0 && ev.CreatedAt.Sub(evs[i-1].CreatedAt) != time.Second {
+			t.Errorf("tick %d at %s follows %s, want one second later", i, ev.CreatedAt, evs[i-1].CreatedAt)
+		}
+	}
+}
+
+// The script prints, each time it starts, two good events numbered by run, a
+// line that is not JSON and an event of a trigger it does not declare, then
+// exits; it counts its starts in a file next to it.
+const script = `echo started >> starts
+run=$(wc -l < starts)
+echo '{"trigger": "t.a", "payload": {"run": '$run', "line": 1}}'
+echo 'this is not json'
+echo '{"trigger": "t.undeclared", "payload": {"run": '$run'}}'
+echo '{"trigger": "t.a", "payload": {"run": '$run', "line": 2}}'
+`
+
+func TestScriptSensorDeliversGoodLinesAndIsRestarted(t *testing.T) {
+	dir := t.TempDir()
+	entry := filepath.Join(dir, "watch.sh")
+	if err := os.WriteFile(entry, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := runtimes.NewRegistry(runtimes.DefaultConfig(), []string{"shell"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := activate(t, Config{Node: "n1", Interpreter: reg.Interpreter, Env: runtimes.DefaultConfig().Env, MaxBackoff: time.Second,
+		Sensors: []*domain.Sensor{{Ref: "t.watch", Runtime: "shell", EntryPoint: entry, TriggerTypes: []string{"t.a"}, Enabled: true}}})
+
+	// A run's events are accepted one after the other, so once the second
+	// run's last event is in, both runs have delivered all they will.
+	type line struct{ run, line float64 }
+	var got []line
+	actortest.WaitFor(t, 10*time.Second, func() error {
+		got = nil
+		for _, ev := range events(t, rules) {
+			got = append(got, line{ev.Payload["run"].(float64), ev.Payload["line"].(float64)})
+		}
+		if !slices.Contains(got, line{2, 2}) {
+			return fmt.Errorf("events %v, want the second run's second event", got)
+		}
+		return nil
+	})
+	if want := []line{{1, 1}, {1, 2}, {2, 1}, {2, 2}}; !slices.Equal(got[:4], want) {
+		t.Fatalf("events %v, want %v first", got, want)
+	}
+	ids := map[domain.ID]bool{}
+	for _, ev := range events(t, rules) {
+		if ev.Trigger != "t.a" || ev.Instance != "t.a" || ev.Source != "sensor t.watch" || ev.ID.IsZero() || ids[ev.ID] {
+			t.Errorf("event %+v, want a fresh t.a event from sensor t.watch", ev)
+		}
+		ids[ev.ID] = true
+	}
+	starts, err := os.ReadFile(filepath.Join(dir, "starts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(starts), "\n"); n < 2 {
+		t.Fatalf("script started %d times, want it restarted after it exited", n)
+	}
+}
