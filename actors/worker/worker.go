@@ -25,8 +25,17 @@ type Runtimes interface {
 type Config struct {
 	// Node is this node's stable name, reported as the worker of its runs.
 	Node string
-	// Slots is how many executions run at once. Default 2× CPUs (set by the caller).
-	Slots    int
+	// Slots is how many executions of process runtimes (shell, python, …)
+	// run at once. Default 2× CPUs (set by the caller).
+	Slots int
+	// BuiltinSlots is how many builtin (in-process Go) actions run at once;
+	// they cost a goroutine, not a process, so they have their own, larger
+	// pool and never queue behind scripts. Default 256.
+	BuiltinSlots int
+	// RunningDelay is how long a run may go before its `running` report is
+	// sent; a run that ends sooner reports running and its end together,
+	// which saves the owner a durable commit per fast action. Default 5ms.
+	RunningDelay time.Duration
 	Runtimes Runtimes
 	// GrantLease is how long a granted slot waits for its assignment before
 	// it is taken back (the owner may have died). Default 30s.
@@ -43,6 +52,12 @@ type Config struct {
 func (c *Config) defaults() {
 	if c.Slots <= 0 {
 		c.Slots = 1
+	}
+	if c.BuiltinSlots <= 0 {
+		c.BuiltinSlots = 256
+	}
+	if c.RunningDelay <= 0 {
+		c.RunningDelay = 5 * time.Millisecond
 	}
 	if c.GrantLease <= 0 {
 		c.GrantLease = 30 * time.Second
@@ -65,7 +80,8 @@ func (c *Config) defaults() {
 func Props(cfg Config) *actor.Props {
 	cfg.defaults()
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &worker{cfg: cfg, seen: map[key]*attempt{}}
+		return &worker{cfg: cfg, seen: map[key]*attempt{},
+			process: &pool{slots: cfg.Slots}, builtin: &pool{slots: cfg.BuiltinSlots}}
 	})
 }
 
@@ -96,8 +112,15 @@ const (
 	done
 )
 
+// pool is a set of slots with its own first-come-first-served queue.
+type pool struct {
+	slots, used int
+	queue       []*protocol.SlotRequest
+}
+
 type attempt struct {
 	phase     phase
+	pool      *pool
 	since     time.Time
 	owner     *actor.PID // the owning node's execution manager
 	cancel    context.CancelFunc
@@ -106,6 +129,9 @@ type attempt struct {
 	sentAt    time.Time
 	startedAt time.Time
 }
+
+// announce travels only from a run's RunningDelay timer to its worker.
+type announce struct{ key key }
 
 // finished travels only from a run's goroutine to its own worker.
 type finished struct {
@@ -119,8 +145,8 @@ type tick struct{}
 type worker struct {
 	cfg      Config
 	addr     string // this node's actor address, for reports
-	used     int
-	queue    []*protocol.SlotRequest
+	process  *pool
+	builtin  *pool
 	seen     map[key]*attempt
 	draining bool
 	drainers []*actor.PID
@@ -145,7 +171,12 @@ func (w *worker) Receive(ctx actor.Context) {
 		k := key{protocol.ID(msg.ExecutionId), msg.Attempt}
 		if a := w.seen[k]; a != nil && a.phase == granted {
 			delete(w.seen, k)
-			w.freeSlot(ctx)
+			w.freeSlot(ctx, a.pool)
+		}
+	case announce:
+		if a := w.seen[msg.key]; a != nil && a.phase == running && a.report == nil {
+			a.report = w.newReport(msg.key.id[:], msg.key.attempt, protocol.NewStep(domain.StatusRunning, a.startedAt, "", nil))
+			w.send(ctx, a)
 		}
 	case *protocol.Assign:
 		w.onAssign(ctx, msg)
@@ -162,7 +193,7 @@ func (w *worker) Receive(ctx actor.Context) {
 		w.gauge()
 	case *Drain:
 		w.draining = true
-		w.queue = nil
+		w.process.queue, w.builtin.queue = nil, nil
 		w.drainers = append(w.drainers, ctx.Sender())
 		for _, a := range w.seen {
 			if a.cancel != nil {
@@ -171,7 +202,8 @@ func (w *worker) Receive(ctx actor.Context) {
 		}
 		w.answerDrainers(ctx)
 	case *Stats:
-		ctx.Respond(&SlotStats{Used: w.used, Free: w.cfg.Slots - w.used, Queued: len(w.queue)})
+		ctx.Respond(&SlotStats{Used: w.process.used, Free: w.process.slots - w.process.used,
+			Queued: len(w.process.queue) + len(w.builtin.queue)})
 	}
 }
 
@@ -191,17 +223,21 @@ func (w *worker) onSlotRequest(ctx actor.Context, r *protocol.SlotRequest) {
 	if w.draining {
 		return // the owner will see this node leave and re-place the execution
 	}
-	for _, q := range w.queue {
+	p := w.process
+	if r.Runtime == "builtin" {
+		p = w.builtin
+	}
+	for _, q := range p.queue {
 		if protocol.ID(q.ExecutionId) == k.id && q.Attempt == k.attempt {
 			return
 		}
 	}
-	if w.used >= w.cfg.Slots {
-		w.queue = append(w.queue, r)
+	if p.used >= p.slots {
+		p.queue = append(p.queue, r)
 		return
 	}
-	w.used++
-	a := &attempt{phase: granted, since: time.Now(), owner: actor.NewPID(r.OwnerAddress, protocol.ExecutionsActor)}
+	p.used++
+	a := &attempt{phase: granted, pool: p, since: time.Now(), owner: actor.NewPID(r.OwnerAddress, protocol.ExecutionsActor)}
 	w.seen[k] = a
 	w.grant(ctx, r, a)
 }
@@ -211,12 +247,12 @@ func (w *worker) grant(ctx actor.Context, r *protocol.SlotRequest, a *attempt) {
 		WorkerNode: w.cfg.Node, WorkerAddress: ctx.ActorSystem().Address()})
 }
 
-// freeSlot gives a slot back and hands it to the oldest waiting request.
-func (w *worker) freeSlot(ctx actor.Context) {
-	w.used--
-	for len(w.queue) > 0 && w.used < w.cfg.Slots {
-		next := w.queue[0]
-		w.queue = w.queue[1:]
+// freeSlot gives a slot of p back and hands it to p's oldest waiting request.
+func (w *worker) freeSlot(ctx actor.Context, p *pool) {
+	p.used--
+	for len(p.queue) > 0 && p.used < p.slots {
+		next := p.queue[0]
+		p.queue = p.queue[1:]
 		w.onSlotRequest(ctx, next)
 	}
 }
@@ -244,7 +280,7 @@ func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 		a.report = w.newReport(m.ExecutionId, m.Attempt, protocol.NewStep(domain.StatusAbandoned, time.Now(),
 			fmt.Sprintf("worker %s is shutting down", w.cfg.Node), nil))
 		w.send(ctx, a)
-		w.freeSlot(ctx)
+		w.freeSlot(ctx, a.pool)
 		return
 	}
 	rt, err := w.cfg.Runtimes.Get(m.Runtime)
@@ -261,11 +297,10 @@ func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	a.report = w.newReport(m.ExecutionId, m.Attempt, protocol.NewStep(domain.StatusRunning, now, "", nil))
-	w.send(ctx, a)
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	time.AfterFunc(w.cfg.RunningDelay, func() { root.Send(self, announce{key: k}) })
 	req := runtimes.Request{ExecutionID: k.id.String(), Action: m.Action, EntryPoint: m.EntryPoint, Cmd: m.Cmd,
 		Parameters: params, Timeout: time.Duration(m.TimeoutMs) * time.Millisecond}
-	self, root := ctx.Self(), ctx.ActorSystem().Root
 	go func() {
 		out := rt.Run(runCtx, req)
 		root.Send(self, finished{key: k, outcome: out, at: time.Now()})
@@ -290,15 +325,15 @@ func (w *worker) onFinished(ctx actor.Context, f finished) {
 	a.report = w.newReport(f.key.id[:], f.key.attempt, steps...)
 	a.acked = false
 	w.send(ctx, a)
-	w.freeSlot(ctx)
+	w.freeSlot(ctx, a.pool)
 }
 
 // gauge publishes slot usage; called on the resend tick, so it costs
 // nothing per execution.
 func (w *worker) gauge() {
-	w.cfg.Metrics.WorkerSlots.WithLabelValues("used").Set(float64(w.used))
-	w.cfg.Metrics.WorkerSlots.WithLabelValues("free").Set(float64(w.cfg.Slots - w.used))
-	w.cfg.Metrics.WorkerQueued.Set(float64(len(w.queue)))
+	w.cfg.Metrics.WorkerSlots.WithLabelValues("used").Set(float64(w.process.used))
+	w.cfg.Metrics.WorkerSlots.WithLabelValues("free").Set(float64(w.process.slots - w.process.used))
+	w.cfg.Metrics.WorkerQueued.Set(float64(len(w.process.queue) + len(w.builtin.queue)))
 }
 
 func (w *worker) newReport(id []byte, att int32, steps ...*protocol.Step) *protocol.Report {
@@ -319,7 +354,7 @@ func (w *worker) onTick(ctx actor.Context) {
 		switch {
 		case a.phase == granted && now.Sub(a.since) > w.cfg.GrantLease:
 			delete(w.seen, k)
-			w.freeSlot(ctx)
+			w.freeSlot(ctx, a.pool)
 		case a.report != nil && !a.acked && now.Sub(a.sentAt) >= w.cfg.Resend:
 			w.send(ctx, a)
 		case a.phase == done && a.acked && now.Sub(a.since) > w.cfg.Remember:
