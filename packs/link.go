@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,31 +20,37 @@ var cronParser = cron.NewParser(cron.Second | cron.Minute | cron.Hour | cron.Dom
 
 // triggerChecks hold what a JSON Schema cannot say about core trigger
 // parameters, by trigger ref and parameter. They run on string values only:
-// the schema has already reported values of another type.
-var triggerChecks = map[string]map[string]func(string) error{
+// the schema has already reported values of another type. params are all
+// of the rule's trigger parameters, defaults filled in, for checks that
+// depend on another one.
+var triggerChecks = map[string]map[string]func(s string, params map[string]any) error{
 	"core.crontimer": {"expression": checkCron, "timezone": checkTimezone},
 	"core.datetimer": {"date": checkDate, "timezone": checkTimezone},
 }
 
-func checkCron(s string) error {
+func checkCron(s string, _ map[string]any) error {
 	if _, err := cronParser.Parse(s); err != nil {
 		return fmt.Errorf("invalid cron expression: %v (want 6 fields, seconds first, e.g. \"0 */5 * * * *\")", err)
 	}
 	return nil
 }
 
-func checkTimezone(s string) error {
+func checkTimezone(s string, _ map[string]any) error {
 	if _, err := time.LoadLocation(s); err != nil {
 		return fmt.Errorf("cannot load time zone: %v", err)
 	}
 	return nil
 }
 
-func checkDate(s string) error {
-	if _, err := time.Parse(time.RFC3339, s); err != nil {
-		return fmt.Errorf("not an RFC 3339 date-time such as 2030-01-02T15:04:05Z: %q", s)
+// checkDate reads the date as the timer will (see ParseDate), in the rule's
+// timezone; a timezone that is no string or no zone is reported on its own.
+func checkDate(s string, params map[string]any) error {
+	tz, _ := params["timezone"].(string)
+	if _, err := time.LoadLocation(tz); err != nil {
+		return nil
 	}
-	return nil
+	_, err := ParseDate(s, tz)
+	return err
 }
 
 // link resolves references across packs and builds the catalog.
@@ -111,14 +118,20 @@ func (l *loader) link() *Catalog {
 func (l *loader) linkRule(c *Catalog, rs ruleSource) {
 	r, f := rs.rule, rs.f
 	if t, ok := c.triggers.byRef[r.Trigger.Type]; ok {
-		if ps := l.triggerParams[t]; ps != nil {
+		ps, declared := l.triggerParams[t]
+		if !declared && len(r.Trigger.Parameters) > 0 {
+			// Sensors emit events of such a trigger without parameters, so a
+			// rule that names some would be a distinct instance nothing fires.
+			f.add(lineAt(rs.trigger, []string{"parameters"}, r.Pos.Line), "trigger.parameters", "trigger %q takes no parameters", t.Ref)
+		}
+		if ps != nil {
 			params, iss := ps.apply(r.Trigger.Parameters)
 			f.issues(iss, "trigger", rs.trigger, r.Pos.Line)
 			valid := len(iss) == 0
 			checks := triggerChecks[t.Ref]
 			for _, name := range slices.Sorted(maps.Keys(checks)) {
 				if s, ok := params[name].(string); ok {
-					if err := checks[name](s); err != nil {
+					if err := checks[name](s, params); err != nil {
 						f.add(lineAt(rs.trigger, []string{"parameters", name}, r.Pos.Line), "trigger.parameters."+name, "%v", err)
 						valid = false
 					}
@@ -136,9 +149,11 @@ func (l *loader) linkRule(c *Catalog, rs ruleSource) {
 	if ps, ok := c.params[r.Action.Ref]; ok {
 		_, iss := ps.apply(r.Action.Parameters)
 		// A template's value is only known when the rule fires, and a bad
-		// default is the action's problem, reported there.
+		// default is the action's problem, reported there. The name of a
+		// parameter is known either way: an unknown one is reported even
+		// when its value is a template.
 		iss = slices.DeleteFunc(iss, func(is issue) bool {
-			if is.missing || len(is.path) == 0 {
+			if is.missing || len(is.path) == 0 || (is.unknown && len(is.path) == 1) {
 				return false
 			}
 			v, given := r.Action.Parameters[is.path[0]]
@@ -150,7 +165,7 @@ func (l *loader) linkRule(c *Catalog, rs ruleSource) {
 	}
 	if l.opts.CompileRule != nil && rs.clean {
 		if err := l.opts.CompileRule(r); err != nil {
-			l.compileProblems(r, err)
+			l.compileProblems(rs, err)
 		}
 	}
 }
@@ -180,23 +195,77 @@ func hasTemplate(v any) bool {
 }
 
 // compileProblems turns what Options.CompileRule returned into problems: one
-// per *domain.FieldError of a join, at its position, and anything else at the
-// rule's.
-func (l *loader) compileProblems(r *domain.Rule, err error) {
+// per *domain.FieldError of a join, and anything else at the rule's
+// position. A field error's field, when the rule file holds it, places the
+// problem on that field's own line: a compiler sees only a criterion's
+// position, the line of its key, while the problem may be in its type or
+// pattern below.
+func (l *loader) compileProblems(rs ruleSource, err error) {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		for _, e := range j.Unwrap() {
-			l.compileProblems(r, e)
+			l.compileProblems(rs, e)
 		}
 		return
 	}
+	r := rs.rule
 	p := Problem{Pack: r.Pack, Pos: r.Pos, Msg: err.Error()}
 	if fe := (*domain.FieldError)(nil); errors.As(err, &fe) {
 		p.Field, p.Msg = fe.Field, fe.Msg
 		if fe.Pos.Line > 0 {
 			p.Pos = domain.Pos{File: cmp.Or(fe.Pos.File, r.Pos.File), Line: fe.Pos.Line}
 		}
+		if line, ok := fieldLine(rs.root, fe.Field); ok && p.Pos.File == r.Pos.File {
+			p.Pos.Line = line
+		}
 	}
 	l.problems = append(l.problems, p)
+}
+
+// fieldLine finds the line of a field named the way package rules names
+// them: dotted, with keys that hold dots quoted (criteria."trigger.body.x"),
+// and the criteria nested in a search under items where the file has them
+// under pattern. ok is false unless the whole path is in the file.
+func fieldLine(root *node, field string) (line int, ok bool) {
+	n := root
+	for rest := field; rest != ""; {
+		var key string
+		if strings.HasPrefix(rest, `"`) {
+			q, err := strconv.QuotedPrefix(rest)
+			if err != nil {
+				return 0, false
+			}
+			key, _ = strconv.Unquote(q)
+			rest = rest[len(q):]
+		} else {
+			end := strings.IndexByte(rest, '.')
+			if end < 0 {
+				end = len(rest)
+			}
+			key, rest = rest[:end], rest[end:]
+		}
+		rest = strings.TrimPrefix(rest, ".")
+		if n == nil {
+			return 0, false
+		}
+		switch next := n.get(key); {
+		case next != nil:
+			n = next
+		case key == "items" && n.get("pattern") != nil:
+			n = n.get("pattern")
+		case n.isSeq:
+			i, err := strconv.Atoi(key)
+			if err != nil || i < 0 || i >= len(n.items) {
+				return 0, false
+			}
+			n = n.items[i]
+		default:
+			return 0, false
+		}
+	}
+	if n == nil || n == root {
+		return 0, false
+	}
+	return n.line, true
 }
 
 func sortByRef[T any](items []T, ref func(T) string) {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -122,6 +123,7 @@ type source struct {
 type ruleSource struct {
 	rule            *domain.Rule
 	f               *file
+	root            *node // the whole rule, for the lines of compile problems
 	trigger, action *node
 	clean           bool // the file parsed without problems, so it is worth compiling
 }
@@ -326,6 +328,24 @@ func (s *source) entryPoint(o obj, sub, rel string) string {
 	return ""
 }
 
+// checkShebang warns of a shell script that starts with #! but is not
+// executable: the shell runtime executes such a script itself, for its #!
+// line, so every run of it would fail.
+func (s *source) checkShebang(o obj, p string) {
+	f, err := s.fsys.Open(p)
+	if err != nil {
+		return // entryPoint has reported it
+	}
+	defer f.Close()
+	var head [2]byte
+	if n, _ := io.ReadFull(f, head[:]); n < len(head) || head != [2]byte{'#', '!'} {
+		return
+	}
+	if st, err := f.Stat(); err == nil && st.Mode()&0o111 == 0 {
+		o.f.warn(o.line("entry_point"), "entry_point", "%s starts with #! but is not executable, so it cannot run: chmod +x it", p)
+	}
+}
+
 func (l *loader) parseTrigger(s *source, f *file, root *node) {
 	o := f.object(root, "", "name", "description", "payload_schema", "parameters_schema")
 	t := &domain.Trigger{Pack: s.pack.Ref, Name: o.name(), Description: o.str("description", false), Pos: f.pos(o.n)}
@@ -339,6 +359,11 @@ func (l *loader) parseTrigger(s *source, f *file, root *node) {
 			f.add(n.line, "payload_schema", "%v", err)
 		}
 		t.PayloadSchema = b
+	}
+	if o.get("parameters_schema", false) != nil {
+		// Declared, even if broken (reported here): rules on the trigger may
+		// give parameters.
+		l.triggerParams[t] = nil
 	}
 	if n := o.mapping("parameters_schema", false); n != nil {
 		ps, err := newParamSchema(n.plain().(map[string]any))
@@ -370,6 +395,9 @@ func (l *loader) parseAction(s *source, f *file, root *node) {
 	}
 	if entry != "" {
 		a.EntryPoint = s.entryPoint(o, "actions", entry)
+		if a.EntryPoint != "" && a.Runtime == "shell" {
+			s.checkShebang(o, path.Join("actions", entry))
+		}
 	}
 	if t, ok := o.number("timeout"); ok {
 		if t <= 0 {
@@ -443,7 +471,7 @@ func (l *loader) parseRule(s *source, f *file, root *node) {
 	if n := a.mapping("parameters", false); n != nil {
 		r.Action.Parameters = n.plain().(map[string]any)
 	}
-	s.rules = append(s.rules, ruleSource{rule: r, f: f, trigger: trigger, action: action, clean: f.n == 0})
+	s.rules = append(s.rules, ruleSource{rule: r, f: f, root: root, trigger: trigger, action: action, clean: f.n == 0})
 	s.pack.Rules = append(s.pack.Rules, r)
 }
 

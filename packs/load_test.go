@@ -160,14 +160,17 @@ func TestProblemFormat(t *testing.T) {
 }
 
 func TestLoadExamples(t *testing.T) {
+	// A warning whatever the runtimes: the shell runtime executes a script
+	// with a #! line itself, so it must be executable.
+	const nox = `pack "good": actions/nox.yaml:5: field "entry_point": actions/nox.sh starts with #! but is not executable, so it cannot run: chmod +x it`
 	for _, tc := range []struct {
 		name     string
 		runtimes []string
 		warnings []string
 	}{
-		{name: "runtimes unknown"},
-		{name: "all runtimes", runtimes: []string{"shell", "python", "builtin"}},
-		{name: "no python", runtimes: []string{"shell", "builtin"}, warnings: []string{
+		{name: "runtimes unknown", warnings: []string{nox}},
+		{name: "all runtimes", runtimes: []string{"shell", "python", "builtin"}, warnings: []string{nox}},
+		{name: "no python", runtimes: []string{"shell", "builtin"}, warnings: []string{nox,
 			`pack "hello": actions/deploy.yaml:3: field "runtime": runtime "python" is not available (available: builtin, shell)`,
 			`pack "hello": sensors/watcher.yaml:3: field "runtime": runtime "python" is not available (available: builtin, shell)`,
 		}},
@@ -208,8 +211,8 @@ func TestCatalogContents(t *testing.T) {
 	}{
 		{"packs", refs(len(packs), func(i int) string { return packs[i].Ref }), []string{"core", "good", "hello"}},
 		{"actions", refs(len(actions), func(i int) string { return actions[i].Ref }),
-			[]string{"core.echo", "core.http", "core.local", "core.noop", "core.sleep", "good.opts", "hello.deploy", "hello.greet"}},
-		{"rules", refs(len(rules), func(i int) string { return rules[i].Ref }), []string{"good.nightly", "hello.deploy", "hello.file_changed", "hello.heartbeat"}},
+			[]string{"core.echo", "core.http", "core.local", "core.noop", "core.sleep", "good.nox", "good.opts", "hello.deploy", "hello.greet"}},
+		{"rules", refs(len(rules), func(i int) string { return rules[i].Ref }), []string{"good.newyear", "good.nightly", "hello.deploy", "hello.file_changed", "hello.heartbeat"}},
 		{"triggers", refs(len(triggers), func(i int) string { return triggers[i].Ref }),
 			[]string{"core.crontimer", "core.datetimer", "core.intervaltimer", "core.webhook", "hello.file_changed"}},
 		{"sensors", refs(len(sensors), func(i int) string { return sensors[i].Ref }), []string{"hello.watcher"}},
@@ -288,4 +291,62 @@ func TestCatalogContents(t *testing.T) {
 			t.Errorf("good.opts: %+v", a)
 		}
 	})
+}
+
+// TestFieldLine: a compile problem lands on the line of the field package
+// rules names, not on the line of the criterion's key or of the rule.
+func TestFieldLine(t *testing.T) {
+	const rule = `name: r
+criteria:
+  trigger.body.a:
+    type: bogus
+  trigger.f:
+    type: search
+    condition: some
+    pattern:
+      item.name:
+        type: regex
+        pattern: "("
+expression: "("
+action:
+  ref: core.noop
+  parameters:
+    user: "{{ trigger.body. }}"
+    hosts:
+      - ok
+      - "{{ trigger.x"
+    nested: {a.b: "{{ x }}"}
+`
+	f := &file{l: &loader{}, path: "rules/r.yaml"}
+	root := f.parse([]byte(rule))
+	if root == nil {
+		t.Fatalf("parse: %v", f.l.problems)
+	}
+	for _, tc := range []struct {
+		field string
+		line  int // 0: not in the file, so the compiler's position stands
+	}{
+		{`criteria."trigger.body.a"`, 3},
+		{`criteria."trigger.body.a".type`, 4},
+		{`criteria."trigger.body.a".pattern`, 0},
+		{`criteria."trigger.f".condition`, 7},
+		{`criteria."trigger.f".items`, 8},
+		{`criteria."trigger.f".items."item.name"`, 9},
+		{`criteria."trigger.f".items."item.name".pattern`, 11},
+		{`criteria."trigger.nope".type`, 0},
+		{`criteria."unclosed`, 0},
+		{"expression", 12},
+		{"action.parameters.user", 16},
+		{"action.parameters.hosts.1", 19},
+		{"action.parameters.hosts.2", 0},
+		{"action.parameters.nested.a.b", 0},
+		{"", 0},
+	} {
+		t.Run(tc.field, func(t *testing.T) {
+			line, ok := fieldLine(root, tc.field)
+			if ok != (tc.line > 0) || line != tc.line {
+				t.Errorf("line %d, %v; want %d", line, ok, tc.line)
+			}
+		})
+	}
 }

@@ -129,6 +129,7 @@ type issue struct {
 	path    []string
 	msg     string
 	missing bool // a required property is absent
+	unknown bool // a property the schema does not have
 }
 
 // apply copies params, fills in defaults for absent (or null) parameters and
@@ -199,7 +200,7 @@ func issues(err error, value any, names []string) []issue {
 				if len(e.InstanceLocation) == 0 {
 					msg += didYouMean(p, names)
 				}
-				out = append(out, issue{path: at(p), msg: msg})
+				out = append(out, issue{path: at(p), msg: msg, unknown: true})
 			}
 		case *kind.Type:
 			got := k.Got

@@ -33,7 +33,7 @@ func Compile(r *domain.Rule) (*Compiled, error) {
 		c.criteria = append(c.criteria, cr)
 	}
 	if r.Expression != "" {
-		p, err := compileExpr(r.Expression, expr.AsBool())
+		p, err := compileExpr(r.Expression, false, expr.AsBool())
 		if err != nil {
 			errs = append(errs, &domain.FieldError{Pos: r.Pos, Field: "expression", Msg: err.Error()})
 		}

@@ -154,6 +154,24 @@ func TestCompileErrors(t *testing.T) {
 			},
 		},
 		{
+			// Jinja filters compile in expr as calls of undeclared functions;
+			// rendering them would fail with "cannot call nil" every time.
+			name: "unknown names",
+			rule: domain.Rule{Pos: rulePos, Expression: `trigger.body.env | default("dev") == "prod"`, Action: domain.RuleAction{Parameters: map[string]any{
+				"a": `{{ trigger.body.user | default('guest') }}`,
+				"b": "{{ triger.body.user }}",
+				"c": "x {{ xyzzy(trigger.body) }}",
+				"d": "{{ trigger.body.tags | tojson() }}",
+			}}},
+			want: []fieldErr{
+				{rulePos, "expression", `unknown name default (column 20): use ?? for defaults: x ?? "y"`},
+				{rulePos, "action.parameters.a", `template {{ trigger.body.user | default('guest') }}: unknown name default (column 21): use ?? for defaults: {{ x ?? "y" }}`},
+				{rulePos, "action.parameters.b", "template {{ triger.body.user }}: unknown name triger (column 1): did you mean trigger?"},
+				{rulePos, "action.parameters.c", "template {{ xyzzy(trigger.body) }}: unknown name xyzzy (column 1): a rule can name trigger and expr's builtin functions"},
+				{rulePos, "action.parameters.d", "template {{ trigger.body.tags | tojson() }}: unknown name tojson (column 21): did you mean toJSON?"},
+			},
+		},
+		{
 			name: "every problem at once",
 			rule: domain.Rule{
 				Pos:        rulePos,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/builtin"
 	"github.com/expr-lang/expr/file"
 	"github.com/expr-lang/expr/vm"
 	"github.com/troupehq/troupe/domain"
@@ -99,7 +100,7 @@ func compileTemplate(s, path string) (*template, error) {
 		if code == "" {
 			return nil, fmt.Errorf("template %q: empty {{ }}", s)
 		}
-		prog, err := compileExpr(code)
+		prog, err := compileExpr(code, true)
 		if err != nil {
 			return nil, fmt.Errorf("template {{ %s }}: %w", code, err)
 		}
@@ -198,15 +199,60 @@ func (t *template) eval(p *part, scope map[string]any) (any, error) {
 	return v, nil
 }
 
+// scopeEnv declares what code in a rule may name: the trigger payload, as a
+// map, besides expr's builtins. Anything else, such as a Jinja filter
+// (`x | default("y")` is a call of default in expr), is then an error at
+// Compile rather than "cannot call nil" whenever the rule fires. The keys of
+// the payload are not declared: a missing one is null at run time.
+var scopeEnv = expr.Env(map[string]any{"trigger": map[string]any{}})
+
+// scopeNames are the names scopeEnv allows, for did-you-mean hints, by
+// their lower-case form (Jinja's tojson is expr's toJSON); lowerNames are
+// those keys, sorted so that the hint is the same every time.
+var (
+	scopeNames = func() map[string]string {
+		m := map[string]string{"trigger": "trigger"}
+		for _, n := range builtin.Names {
+			m[strings.ToLower(n)] = n
+		}
+		return m
+	}()
+	lowerNames = slices.Sorted(maps.Keys(scopeNames))
+)
+
 // compileExpr compiles an expr-lang expression whose member accesses are all
 // nil-safe: payloads are schemaless, so `trigger.body.user.name` with no
 // user is null rather than an error, and `?? "default"` covers any depth.
-func compileExpr(code string, opts ...expr.Option) (*vm.Program, error) {
-	p, err := expr.Compile(code, append(opts, expr.Patch(nilSafe{}))...)
+// inTemplate says how to write the hint for an unknown name.
+func compileExpr(code string, inTemplate bool, opts ...expr.Option) (*vm.Program, error) {
+	p, err := expr.Compile(code, append(opts, scopeEnv, expr.Patch(nilSafe{}))...)
 	if err != nil {
-		return nil, flatten(err)
+		return nil, withHint(err, inTemplate)
 	}
 	return p, nil
+}
+
+// withHint flattens a compile error and, for an unknown name, says what to
+// write instead.
+func withHint(err error, inTemplate bool) error {
+	var fe *file.Error
+	if !errors.As(err, &fe) {
+		return err
+	}
+	name, unknown := strings.CutPrefix(fe.Message, "unknown name ")
+	switch {
+	case !unknown:
+		return flatten(err)
+	case name == "default":
+		if inTemplate {
+			return fmt.Errorf(`%w: use ?? for defaults: {{ x ?? "y" }}`, flatten(err))
+		}
+		return fmt.Errorf(`%w: use ?? for defaults: x ?? "y"`, flatten(err))
+	}
+	if s := domain.Suggest(strings.ToLower(name), lowerNames); s != "" {
+		return fmt.Errorf("%w: did you mean %s?", flatten(err), scopeNames[s])
+	}
+	return fmt.Errorf("%w: a rule can name trigger and expr's builtin functions", flatten(err))
 }
 
 type nilSafe struct{}

@@ -34,6 +34,8 @@ func TestRender(t *testing.T) {
 		{"default when deeply missing", `{{ trigger.nope.deeper.user ?? "guest" }}`, "guest", ""},
 		{"default when null", `{{ trigger.body.none ?? 7 }}`, 7.0, ""},
 		{"default not used", `{{ trigger.body.user ?? "guest" }}`, "ann", ""},
+		{"pipe to a builtin", `{{ trigger.body.user | upper() }}`, "ANN", ""},
+		{"builtin on a missing key", `{{ trigger.body.nobody | upper() }}`, nil, "{{ trigger.body.nobody | upper() }}: "},
 		{"no template", "plain {not} }}", "plain {not} }}", ""},
 		{"non-string passes", 42, 42, ""},
 		{"nested", map[string]any{"to": []any{"{{ trigger.body.user }}", "root"}, "n": "{{ trigger.body.count }}"},

@@ -1,7 +1,9 @@
 package runtimes
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -31,26 +33,49 @@ func BenchmarkRawSpawn(b *testing.B) {
 	}
 }
 
-// BenchmarkShellVsRaw alternates the two, so that load from elsewhere on the
-// machine weighs on both alike, and reports the runtime's spawn rate as a
-// fraction of the raw rate.
+// BenchmarkShellVsRaw alternates the runtime and a bare exec of the same
+// program, so that load from elsewhere on the machine weighs on both alike,
+// and reports the runtime's spawn rate as a fraction of the raw rate: for a
+// command line, and for entry points with and without a #! line (the
+// runtime reads the first two bytes of those to choose how to start them).
 func BenchmarkShellVsRaw(b *testing.B) {
 	rt, err := NewShell(DefaultConfig())
 	if err != nil {
 		b.Fatal(err)
 	}
-	req := Request{ExecutionID: "bench", Action: "core.true", Cmd: "true"}
-	var raw, shell time.Duration
-	for b.Loop() {
-		start := time.Now()
-		if err := exec.Command("/bin/sh", "-c", "true").Run(); err != nil {
+	dir := b.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
 			b.Fatal(err)
 		}
-		mid := time.Now()
-		if out := rt.Run(b.Context(), req); out.Status != domain.StatusSucceeded {
-			b.Fatalf("run: %s %s", out.Status, out.Error)
-		}
-		raw, shell = raw+mid.Sub(start), shell+time.Since(mid)
+		return p
 	}
-	b.ReportMetric(float64(raw)/float64(shell), "rate/raw")
+	plain, shebang := script("plain.sh", "true\n"), script("shebang.sh", "#!/bin/sh\ntrue\n")
+	for _, bc := range []struct {
+		name string
+		req  Request
+		raw  []string
+	}{
+		{"cmd", Request{Cmd: "true"}, []string{"/bin/sh", "-c", "true"}},
+		{"entry point", Request{EntryPoint: plain}, []string{"/bin/sh", plain}},
+		{"entry point with #!", Request{EntryPoint: shebang}, []string{shebang}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			bc.req.ExecutionID, bc.req.Action = "bench", "core.true"
+			var raw, shell time.Duration
+			for b.Loop() {
+				start := time.Now()
+				if err := exec.Command(bc.raw[0], bc.raw[1:]...).Run(); err != nil {
+					b.Fatal(err)
+				}
+				mid := time.Now()
+				if out := rt.Run(b.Context(), bc.req); out.Status != domain.StatusSucceeded {
+					b.Fatalf("run: %s %s", out.Status, out.Error)
+				}
+				raw, shell = raw+mid.Sub(start), shell+time.Since(mid)
+			}
+			b.ReportMetric(float64(raw)/float64(shell), "rate/raw")
+		})
+	}
 }

@@ -31,7 +31,14 @@ type builtin struct {
 	maxBody int
 	actions map[string]builtinFunc
 	names   []string
+	// httpTimeout bounds a core.http request that gives no timeout: the 30
+	// seconds its description promises; tests shorten it.
+	httpTimeout time.Duration
 }
+
+// defaultHTTPTimeout is what core.http's description in the core pack says
+// a request without a timeout parameter waits.
+const defaultHTTPTimeout = 30 * time.Second
 
 var _ Runtime = (*builtin)(nil)
 
@@ -42,14 +49,15 @@ var _ Runtime = (*builtin)(nil)
 //   - core.http sends `method` (default GET) to `url` with `headers` (an
 //     object of strings) and `body` (a string as is; anything else as JSON,
 //     with Content-Type application/json unless set), bounded by `timeout`
-//     seconds if given. Output {"status": code, "headers": {name: values
+//     seconds: 30 when absent, none of its own when 0; the action's timeout
+//     applies on top. Output {"status": code, "headers": {name: values
 //     joined by ", "}, "body": the response as JSON when its Content-Type is
 //     JSON and it parses, else as a string}. It succeeds on 2xx only.
 func NewBuiltin(cfg Config) (Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new builtin runtime: %w", err)
 	}
-	b := &builtin{client: cfg.HTTPClient, maxBody: cfg.MaxOutput}
+	b := &builtin{client: cfg.HTTPClient, maxBody: cfg.MaxOutput, httpTimeout: defaultHTTPTimeout}
 	b.actions = map[string]builtinFunc{
 		"core.noop":  noop,
 		"core.sleep": sleep,
@@ -128,9 +136,11 @@ func (b *builtin) http(ctx context.Context, params map[string]any) Outcome {
 		}
 		body, isJSON = bytes.NewReader(enc), true
 	}
-	timeout, err := seconds(action, params, "timeout", false)
-	if err != nil {
-		return failed(domain.Result{}, "%v", err)
+	timeout := b.httpTimeout // null counts as absent, as in parameter validation
+	if params["timeout"] != nil {
+		if timeout, err = seconds(action, params, "timeout", false); err != nil {
+			return failed(domain.Result{}, "%v", err)
+		}
 	}
 	reqCtx, cancel := withTimeout(ctx, timeout)
 	defer cancel()

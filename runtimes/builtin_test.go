@@ -131,3 +131,41 @@ func TestBuiltin(t *testing.T) {
 		checkOutcome(t, got, domain.StatusCanceled, "canceled")
 	})
 }
+
+// TestHTTPDefaultTimeout: a core.http request without a timeout parameter is
+// bounded by the 30 seconds the action's description promises (shortened
+// here), not only by the action's timeout.
+func TestHTTPDefaultTimeout(t *testing.T) {
+	srv := httpTarget(t)
+	rt, err := NewBuiltin(testConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := rt.(*builtin)
+	if b.httpTimeout != 30*time.Second {
+		t.Fatalf("default request timeout %s, want 30s", b.httpTimeout)
+	}
+	b.httpTimeout = 50 * time.Millisecond
+	hang := srv.URL + "/hang"
+	for _, tc := range []struct {
+		name    string
+		params  map[string]any
+		timeout time.Duration // the action's
+		status  domain.Status
+		errText string
+	}{
+		{"absent", map[string]any{"url": hang}, 0, domain.StatusFailed, "GET " + hang + ": request timed out after 50ms"},
+		{"null", map[string]any{"url": hang, "timeout": nil}, 0, domain.StatusFailed, "GET " + hang + ": request timed out after 50ms"},
+		{"given", map[string]any{"url": hang, "timeout": 0.02}, 0, domain.StatusFailed, "GET " + hang + ": request timed out after 20ms"},
+		{"zero leaves the action's timeout", map[string]any{"url": hang, "timeout": 0}, 100 * time.Millisecond, domain.StatusTimeout, "timed out after 100ms"},
+		{"the action's timeout applies on top", map[string]any{"url": hang}, 10 * time.Millisecond, domain.StatusTimeout, "timed out after 10ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Without any bound the run would end here, canceled.
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			got := rt.Run(ctx, Request{Action: "core.http", Parameters: tc.params, Timeout: tc.timeout})
+			checkOutcome(t, got, tc.status, tc.errText)
+		})
+	}
+}

@@ -20,7 +20,9 @@ type Config struct {
 	// "\n[troupe: output truncated, N bytes dropped]". Default 1 MiB.
 	MaxOutput int
 	// Shell is the shell runtime's interpreter: an absolute path, or a name
-	// looked up in PATH once, at construction. Default "/bin/sh".
+	// looked up in PATH once, at construction. It runs command lines and
+	// scripts without a #! line; a script with one is executed itself.
+	// Default "/bin/sh".
 	Shell string
 	// Python is the python runtime's interpreter, a name or path. At
 	// construction it is run once to ask for sys.executable, and that real

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -38,12 +40,22 @@ type process struct {
 	env       []string
 	maxOutput int
 	tmpDir    string
+	// shebang: an entry point whose first two bytes are "#!" is executed
+	// itself, so the kernel runs the interpreter its first line names. Only
+	// the shell runtime does this (StackStorm's local-shell-script runner
+	// executes the script too); python scripts always run under the
+	// resolved interpreter, whatever their first line says.
+	shebang bool
 }
 
 var _ Runtime = (*process)(nil)
 
-// NewShell builds the shell runtime: an entry point runs as `<shell> script`,
-// a command line as `<shell> -c cmd`.
+// NewShell builds the shell runtime. An entry point that starts with "#!" is
+// executed directly, so a `#!/bin/bash` script runs under bash whatever
+// Config.Shell is; it must then be executable, and a run of one that is not
+// fails, saying to chmod +x it (running it under the #! interpreter instead
+// would hide the mistake until the script is run any other way). Any other
+// entry point runs as `<shell> script`, a command line as `<shell> -c cmd`.
 func NewShell(cfg Config) (Runtime, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new shell runtime: %w", err)
@@ -55,7 +67,9 @@ func NewShell(cfg Config) (Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new shell runtime: %w", err)
 	}
-	return newProcess("shell", path, "-c", cfg), nil
+	p := newProcess("shell", path, "-c", cfg)
+	p.shebang = true
+	return p, nil
 }
 
 // NewPython builds the python runtime: an entry point runs as
@@ -104,18 +118,21 @@ func (p *process) Name() string { return p.name }
 func (p *process) Run(ctx context.Context, req Request) Outcome {
 	noExit := domain.Result{ExitCode: -1}
 	var args []string
+	direct := false // the entry point is executed itself, for its #! line
 	dir := p.tmpDir
 	switch {
 	case req.EntryPoint != "":
 		if !filepath.IsAbs(req.EntryPoint) {
 			return failed(noExit, "start %s action: entry point %q is not an absolute path", p.name, req.EntryPoint)
 		}
-		// A missing script would otherwise surface as the interpreter's own
-		// exit code and message; the OS error says it plainly.
-		if _, err := os.Stat(req.EntryPoint); err != nil {
+		var err error
+		if direct, err = p.direct(req.EntryPoint); err != nil {
 			return failed(noExit, "start %s action: %v", p.name, err)
 		}
 		args, dir = []string{p.path, req.EntryPoint}, filepath.Dir(req.EntryPoint)
+		if direct {
+			args = []string{req.EntryPoint}
+		}
 	case req.Cmd != "" && p.cmdFlag != "":
 		args = []string{p.path, p.cmdFlag, req.Cmd}
 	case req.Cmd != "":
@@ -132,7 +149,7 @@ func (p *process) Run(ctx context.Context, req Request) Outcome {
 	defer cancel()
 	stdout, stderr := &capture{max: p.maxOutput}, &capture{max: p.maxOutput}
 	// With a context that never ends, exec starts no watcher goroutine.
-	cmd := exec.CommandContext(runCtx, p.path)
+	cmd := exec.CommandContext(runCtx, args[0])
 	cmd.Args, cmd.Dir, cmd.Env = args, dir, p.environ(req)
 	cmd.Stdin = bytes.NewReader(stdin) // a pipe: bash reads ~/.bashrc when stdin is a socket
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -144,6 +161,9 @@ func (p *process) Run(ctx context.Context, req Request) Outcome {
 	if err := cmd.Start(); err != nil {
 		if o, ok := interrupted(ctx, runCtx, req.Timeout, noExit); ok {
 			return o
+		}
+		if direct {
+			err = shebangError(req.EntryPoint, err)
 		}
 		return failed(noExit, "start %s action: %v", p.name, err)
 	}
@@ -170,6 +190,61 @@ func (p *process) Run(ctx context.Context, req Request) Outcome {
 	// A clean exit counts even if the pipes had to be closed after
 	// pipeGrace (exec.ErrWaitDelay): the action itself succeeded.
 	return Outcome{Status: domain.StatusSucceeded, Result: res}
+}
+
+// direct checks that the entry point exists (a missing script would
+// otherwise surface as the interpreter's own exit code and message) and
+// reports whether it is to be executed itself: for the shell runtime, when
+// it starts with "#!". It is on every spawn, so only those two bytes are
+// read. A cache by path and mtime would still stat the file each time, to
+// save an open, a read and a close that BenchmarkShellVsRaw cannot tell from
+// the noise of fork and exec; it is not worth its invalidation rules.
+func (p *process) direct(path string) (bool, error) {
+	if !p.shebang {
+		_, err := os.Stat(path)
+		return false, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var head [2]byte
+	if n, _ := io.ReadFull(f, head[:]); n < len(head) || head != [2]byte{'#', '!'} {
+		return false, nil // too short, or a directory: the shell says what is wrong
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if st.Mode()&0o111 == 0 {
+		return false, fmt.Errorf("%s starts with #! but is not executable: chmod +x it", path)
+	}
+	return true, nil
+}
+
+// shebangError explains why a script with a #! line could not be executed
+// where the kernel's words mislead: "no such file or directory" is about the
+// interpreter, not the script. It reads the #! line on this failure path only.
+func shebangError(path string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		f, oerr := os.Open(path)
+		if oerr != nil {
+			return err // the script itself went away
+		}
+		head := make([]byte, 256)
+		n, _ := io.ReadFull(f, head)
+		f.Close()
+		line, _, _ := strings.Cut(string(head[:n]), "\n")
+		if strings.HasSuffix(line, "\r") {
+			return fmt.Errorf("%s: its #! line ends in a carriage return: save it with Unix line endings", path)
+		}
+		return fmt.Errorf("%s: the interpreter of its #! line was not found: %q", path, line)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%s: permission denied executing it: a script with a #! line runs as itself, so it must be executable by this user and on a file system not mounted noexec", path)
+	}
+	return err
 }
 
 // killGroup kills the action's whole process group; the group ID is the

@@ -115,7 +115,7 @@ func TestProcessStartFailures(t *testing.T) {
 		req     Request
 		errText string
 	}{
-		{"missing entry point", Request{EntryPoint: missing}, "start shell action: stat " + missing + ": no such file or directory"},
+		{"missing entry point", Request{EntryPoint: missing}, "start shell action: open " + missing + ": no such file or directory"},
 		{"relative entry point", Request{EntryPoint: "actions/x.sh"}, `start shell action: entry point "actions/x.sh" is not an absolute path`},
 		{"nothing to run", Request{}, "start shell action: neither entry point nor cmd is set"},
 		{"parameters not JSON", Request{Cmd: "true", Parameters: map[string]any{"f": func() {}}}, "start shell action: encode parameters: json: unsupported type: func()"},
@@ -133,6 +133,53 @@ func TestProcessStartFailures(t *testing.T) {
 	cfg.Shell = "/nonexistent/sh"
 	if _, err := NewShell(cfg); err == nil || !strings.Contains(err.Error(), "/nonexistent/sh") {
 		t.Errorf("NewShell with a missing shell: %v", err)
+	}
+}
+
+// TestShellEntryPoints: a script with a #! line is executed itself, so its
+// interpreter is the one it names (dash, the usual /bin/sh, fails on bash
+// syntax); any other script runs under the configured shell.
+func TestShellEntryPoints(t *testing.T) {
+	rt := newShell(t, testConfig(t))
+	for _, tc := range []struct {
+		name    string
+		needs   string // a program the case needs; skipped without it
+		body    string
+		mode    os.FileMode
+		status  domain.Status
+		errText string // $SCRIPT stands for the script's path
+		stdout  string
+	}{
+		{name: "no #! line and not executable", body: "echo plain\n", mode: 0o644,
+			status: domain.StatusSucceeded, stdout: "plain\n"},
+		{name: "#! line names bash", needs: "/bin/bash", body: "#!/bin/bash\nread -r doc\nwords=($TROUPE_PARAM_WORDS)\necho \"${words[1]} $doc\"\n", mode: 0o755,
+			status: domain.StatusSucceeded, stdout: "b {\"words\":\"a b\"}\n"},
+		{name: "#! line names a program that is no shell", needs: "/bin/cat", body: "#!/bin/cat\nprinted as is\n", mode: 0o755,
+			status: domain.StatusSucceeded, stdout: "#!/bin/cat\nprinted as is\n"},
+		{name: "#! line but not executable", body: "#!/bin/sh\necho never\n", mode: 0o644,
+			status: domain.StatusFailed, errText: "start shell action: $SCRIPT starts with #! but is not executable: chmod +x it"},
+		{name: "#! interpreter missing", body: "#!/nonexistent/interp -x\necho never\n", mode: 0o755,
+			status: domain.StatusFailed, errText: `start shell action: $SCRIPT: the interpreter of its #! line was not found: "#!/nonexistent/interp -x"`},
+		{name: "#! line with a carriage return", body: "#!/bin/sh\r\necho never\r\n", mode: 0o755,
+			status: domain.StatusFailed, errText: "start shell action: $SCRIPT: its #! line ends in a carriage return: save it with Unix line endings"},
+		{name: "too short for a #! line", body: "#", mode: 0o644, status: domain.StatusSucceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.needs != "" {
+				if _, err := os.Stat(tc.needs); err != nil {
+					t.Skipf("needs %s: %v", tc.needs, err)
+				}
+			}
+			script := writeScript(t, "action.sh", tc.body)
+			if err := os.Chmod(script, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			got := rt.Run(t.Context(), Request{EntryPoint: script, Parameters: map[string]any{"words": "a b"}})
+			checkOutcome(t, got, tc.status, strings.ReplaceAll(tc.errText, "$SCRIPT", script))
+			if got.Result.Stdout != tc.stdout {
+				t.Errorf("stdout %q, want %q", got.Result.Stdout, tc.stdout)
+			}
+		})
 	}
 }
 
