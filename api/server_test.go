@@ -165,7 +165,7 @@ func TestErrors(t *testing.T) {
 		{name: "cursor", path: "/api/v1/executions?cursor=nope", code: "bad_request", status: 400, want: `cursor "nope"`},
 		{name: "status", path: "/api/v1/executions?status=bogus", code: "bad_request", status: 400, want: `"bogus"`},
 		{name: "event filter", path: "/api/v1/enforcements?event=xyz", code: "bad_request", status: 400, want: `"xyz"`},
-		{name: "unknown filter", path: "/api/v1/events?rule=x", code: "bad_request", status: 400, want: `"rule" (known: trigger, limit, cursor)`},
+		{name: "unknown filter", path: "/api/v1/events?rule=x", code: "bad_request", status: 400, want: `"rule" (known: trigger, limit, cursor, local)`},
 		{name: "id", path: "/api/v1/executions/123", code: "bad_request", status: 400, want: `"123"`},
 		{name: "wait", path: "/api/v1/executions/01J00000000000000000000000?wait=6m", code: "bad_request", status: 400, want: "5m0s"},
 		{name: "unknown field", method: "POST", path: "/api/v1/executions", body: `{"action": "demo.echo", "params": {}}`, code: "bad_request", status: 400, want: `"params"`},
