@@ -377,7 +377,7 @@ func (l *loader) parseTrigger(s *source, f *file, root *node) {
 }
 
 func (l *loader) parseAction(s *source, f *file, root *node) {
-	o := f.object(root, "", "name", "description", "runtime", "entry_point", "cmd", "parameters", "timeout")
+	o := f.object(root, "", "name", "description", "runtime", "entry_point", "cmd", "parameters", "timeout", "retry")
 	a := &domain.Action{Pack: s.pack.Ref, Name: o.name(), Description: o.str("description", false), Runtime: o.str("runtime", true),
 		Cmd: o.str("cmd", false), Timeout: domain.DefaultTimeout, Pos: f.pos(o.n)}
 	a.Ref = a.Pack + "." + a.Name
@@ -406,6 +406,9 @@ func (l *loader) parseAction(s *source, f *file, root *node) {
 			a.Timeout = time.Duration(t * float64(time.Second))
 		}
 	}
+	if r := o.mapping("retry", false); r != nil {
+		a.Retry = f.retry(r)
+	}
 	params := o.mapping("parameters", false)
 	if params != nil {
 		a.Parameters = make(map[string]*domain.Param, len(params.entries))
@@ -427,6 +430,41 @@ func (l *loader) parseAction(s *source, f *file, root *node) {
 		}
 	}
 	s.pack.Actions = append(s.pack.Actions, a)
+}
+
+// retryable are the final statuses a retry policy may cover.
+var retryable = []string{string(domain.StatusFailed), string(domain.StatusTimeout), string(domain.StatusAbandoned)}
+
+// retry reads `retry: {count: N, on: [failed, timeout, abandoned], delay: SECONDS}`.
+func (f *file) retry(n *node) *domain.Retry {
+	o := f.object(n, "retry.", "count", "on", "delay")
+	r := &domain.Retry{}
+	switch c, ok := o.number("count"); {
+	case !ok:
+		f.add(n.line, "retry.count", "missing required field: how many more attempts")
+	case c < 1 || c != float64(int(c)):
+		f.add(o.line("count"), "retry.count", "must be a whole number of at least 1")
+	default:
+		r.Count = int(c)
+	}
+	on, lines := o.strings("on", false)
+	if on == nil {
+		on = retryable // every failure kind, as most users mean by "retry"
+	}
+	for i, st := range on {
+		if !slices.Contains(retryable, st) {
+			f.add(lines[i], "retry.on", "cannot retry on %q (allowed: %s)%s", st, strings.Join(retryable, ", "), didYouMean(st, retryable))
+			continue
+		}
+		r.On = append(r.On, domain.Status(st))
+	}
+	if d, ok := o.number("delay"); ok {
+		if d < 0 {
+			f.add(o.line("delay"), "retry.delay", "must not be negative")
+		}
+		r.Delay = time.Duration(d * float64(time.Second))
+	}
+	return r
 }
 
 func (f *file) param(e entry) *domain.Param {
