@@ -38,7 +38,7 @@ type Config struct {
 	// MaxBackoff caps the delay between restarts of a failing sensor. Default 60s.
 	MaxBackoff time.Duration
 	// Touch is how often the keeper re-activates every sensor; it bounds how
-	// long a sensor stays down after its member dies. Default 2s.
+	// long a sensor stays down after its member is declared dead. Default 1s.
 	Touch   time.Duration
 	Metrics *metrics.Metrics // default: registered nowhere
 	Logger  *slog.Logger
@@ -49,7 +49,7 @@ func (cfg *Config) defaults() {
 		cfg.MaxBackoff = time.Minute
 	}
 	if cfg.Touch <= 0 {
-		cfg.Touch = 2 * time.Second
+		cfg.Touch = time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -153,11 +153,17 @@ func StartKeeper(cfg Config, c *protocluster.Cluster) *Keeper {
 		tick := time.NewTicker(cfg.Touch)
 		defer tick.Stop()
 		for {
+			// Concurrently: a touch stuck on a member that died but is not
+			// yet declared dead must not delay the others' rounds.
+			var round sync.WaitGroup
 			for id := range defs {
-				if _, err := c.Request(id, Kind, &protocol.Touch{}, protocluster.WithTimeout(cfg.Touch), protocluster.WithRetryCount(1)); err != nil {
-					cfg.Logger.Debug("sensor touch failed; retrying next round", "identity", id, "err", err)
-				}
+				round.Go(func() {
+					if _, err := c.Request(id, Kind, &protocol.Touch{}, protocluster.WithTimeout(cfg.Touch), protocluster.WithRetryCount(1)); err != nil {
+						cfg.Logger.Debug("sensor touch failed; retrying next round", "identity", id, "err", err)
+					}
+				})
 			}
+			round.Wait()
 			select {
 			case <-k.stop:
 				return
