@@ -244,7 +244,7 @@ func (c *child) requestSlot(ctx actor.Context) {
 	}
 	ctx.Send(worker, &protocol.SlotRequest{
 		ExecutionId: c.id[:], Attempt: int32(c.ex.Attempt), Runtime: c.ex.Runtime,
-		OwnerAddress: ctx.ActorSystem().Address(),
+		OwnerAddress: ctx.ActorSystem().Address(), OwnerNode: c.cfg.Node,
 	})
 	// A worker that is busy keeps the request queued and answers later; one
 	// that is gone never answers, so ask again (placement may pick another).
@@ -343,7 +343,7 @@ func (c *child) onGrant(ctx actor.Context, g *protocol.SlotGrant) {
 	ctx.Send(worker, &protocol.Assign{
 		ExecutionId: c.id[:], Attempt: g.Attempt, Action: action.Ref, Runtime: action.Runtime,
 		EntryPoint: action.EntryPoint, Cmd: action.Cmd, ParametersJson: params,
-		TimeoutMs: action.Timeout.Milliseconds(), OwnerAddress: ctx.ActorSystem().Address(),
+		TimeoutMs: action.Timeout.Milliseconds(), OwnerAddress: ctx.ActorSystem().Address(), OwnerNode: c.cfg.Node,
 	})
 	if c.retry != nil {
 		c.retry()

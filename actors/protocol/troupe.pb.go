@@ -234,6 +234,7 @@ type SlotRequest struct {
 	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	Runtime       string                 `protobuf:"bytes,3,opt,name=runtime,proto3" json:"runtime,omitempty"`
 	OwnerAddress  string                 `protobuf:"bytes,4,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"` // actor-system address of the owning node
+	OwnerNode     string                 `protobuf:"bytes,5,opt,name=owner_node,json=ownerNode,proto3" json:"owner_node,omitempty"`          // its stable name: the address changes when it restarts on a free port
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -292,6 +293,13 @@ func (x *SlotRequest) GetRuntime() string {
 func (x *SlotRequest) GetOwnerAddress() string {
 	if x != nil {
 		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *SlotRequest) GetOwnerNode() string {
+	if x != nil {
+		return x.OwnerNode
 	}
 	return ""
 }
@@ -431,6 +439,7 @@ type Assign struct {
 	ParametersJson []byte                 `protobuf:"bytes,7,opt,name=parameters_json,json=parametersJson,proto3" json:"parameters_json,omitempty"`
 	TimeoutMs      int64                  `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	OwnerAddress   string                 `protobuf:"bytes,9,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
+	OwnerNode      string                 `protobuf:"bytes,10,opt,name=owner_node,json=ownerNode,proto3" json:"owner_node,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -524,6 +533,13 @@ func (x *Assign) GetTimeoutMs() int64 {
 func (x *Assign) GetOwnerAddress() string {
 	if x != nil {
 		return x.OwnerAddress
+	}
+	return ""
+}
+
+func (x *Assign) GetOwnerNode() string {
+	if x != nil {
+		return x.OwnerNode
 	}
 	return ""
 }
@@ -960,12 +976,14 @@ const file_actors_protocol_troupe_proto_rawDesc = "" +
 	"executions\x12\x14\n" +
 	"\x05error\x18\x04 \x01(\tR\x05error\"3\n" +
 	"\x0eStartExecution\x12!\n" +
-	"\fexecution_id\x18\x01 \x01(\fR\vexecutionId\"\x89\x01\n" +
+	"\fexecution_id\x18\x01 \x01(\fR\vexecutionId\"\xa8\x01\n" +
 	"\vSlotRequest\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\fR\vexecutionId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x18\n" +
 	"\aruntime\x18\x03 \x01(\tR\aruntime\x12#\n" +
-	"\rowner_address\x18\x04 \x01(\tR\fownerAddress\"\x90\x01\n" +
+	"\rowner_address\x18\x04 \x01(\tR\fownerAddress\x12\x1d\n" +
+	"\n" +
+	"owner_node\x18\x05 \x01(\tR\townerNode\"\x90\x01\n" +
 	"\tSlotGrant\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\fR\vexecutionId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x1f\n" +
@@ -974,7 +992,7 @@ const file_actors_protocol_troupe_proto_rawDesc = "" +
 	"\x0eworker_address\x18\x04 \x01(\tR\rworkerAddress\"J\n" +
 	"\vSlotRelease\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\fR\vexecutionId\x12\x18\n" +
-	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\x97\x02\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\xb6\x02\n" +
 	"\x06Assign\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\fR\vexecutionId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
@@ -986,7 +1004,10 @@ const file_actors_protocol_troupe_proto_rawDesc = "" +
 	"\x0fparameters_json\x18\a \x01(\fR\x0eparametersJson\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\b \x01(\x03R\ttimeoutMs\x12#\n" +
-	"\rowner_address\x18\t \x01(\tR\fownerAddress\"v\n" +
+	"\rowner_address\x18\t \x01(\tR\fownerAddress\x12\x1d\n" +
+	"\n" +
+	"owner_node\x18\n" +
+	" \x01(\tR\townerNode\"v\n" +
 	"\x06Result\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\tR\x06stdout\x12\x16\n" +

@@ -45,7 +45,12 @@ type Config struct {
 	// Remember is how long a finished, acknowledged attempt is remembered
 	// for deduplication. Default 2m.
 	Remember time.Duration
-	Metrics  *metrics.Metrics // default: registered nowhere
+	// Resolve returns the current actor address of a node by name, "" when
+	// unknown. Reports go to the owner's current address, so an owner that
+	// restarted elsewhere still gets them. Default: the address the request
+	// came from.
+	Resolve func(node string) string
+	Metrics *metrics.Metrics // default: registered nowhere
 	Logger   *slog.Logger
 }
 
@@ -119,8 +124,10 @@ type pool struct {
 }
 
 type attempt struct {
+	key       key
 	phase     phase
 	pool      *pool
+	ownerNode string
 	since     time.Time
 	owner     *actor.PID // the owning node's execution manager
 	cancel    context.CancelFunc
@@ -175,7 +182,6 @@ func (w *worker) Receive(ctx actor.Context) {
 		}
 	case announce:
 		if a := w.seen[msg.key]; a != nil && a.phase == running && a.report == nil {
-			a.report = w.newReport(msg.key.id[:], msg.key.attempt, protocol.NewStep(domain.StatusRunning, a.startedAt, "", nil))
 			w.send(ctx, a)
 		}
 	case *protocol.Assign:
@@ -237,7 +243,8 @@ func (w *worker) onSlotRequest(ctx actor.Context, r *protocol.SlotRequest) {
 		return
 	}
 	p.used++
-	a := &attempt{phase: granted, pool: p, since: time.Now(), owner: actor.NewPID(r.OwnerAddress, protocol.ExecutionsActor)}
+	a := &attempt{key: k, phase: granted, pool: p, since: time.Now(), ownerNode: r.OwnerNode,
+		owner: actor.NewPID(r.OwnerAddress, protocol.ExecutionsActor)}
 	w.seen[k] = a
 	w.grant(ctx, r, a)
 }
@@ -264,7 +271,7 @@ func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 	case a == nil:
 		// Not granted here (this worker restarted since, or the grant
 		// lapsed): running it could run it twice, so refuse explicitly.
-		a = &attempt{phase: done, since: time.Now(), owner: actor.NewPID(m.OwnerAddress, protocol.ExecutionsActor)}
+		a = &attempt{key: k, phase: done, since: time.Now(), ownerNode: m.OwnerNode, owner: actor.NewPID(m.OwnerAddress, protocol.ExecutionsActor)}
 		w.seen[k] = a
 		a.report = w.newReport(m.ExecutionId, m.Attempt,
 			protocol.NewStep(domain.StatusAbandoned, time.Now(), fmt.Sprintf("worker %s holds no slot for this assignment (restarted or lease expired)", w.cfg.Node), nil))
@@ -340,11 +347,21 @@ func (w *worker) newReport(id []byte, att int32, steps ...*protocol.Step) *proto
 	return &protocol.Report{ExecutionId: id, Attempt: att, WorkerNode: w.cfg.Node, WorkerAddress: w.addr, Steps: steps}
 }
 
+// send (re)sends the attempt's latest report; a run not yet announced is
+// announced now, since someone asked where it is.
 func (w *worker) send(ctx actor.Context, a *attempt) {
+	if a.report == nil && a.phase == running {
+		a.report = w.newReport(a.key.id[:], a.key.attempt, protocol.NewStep(domain.StatusRunning, a.startedAt, "", nil))
+	}
 	if a.report == nil {
 		return
 	}
 	a.sentAt = time.Now()
+	if w.cfg.Resolve != nil && a.ownerNode != "" {
+		if addr := w.cfg.Resolve(a.ownerNode); addr != "" && addr != a.owner.Address {
+			a.owner = actor.NewPID(addr, protocol.ExecutionsActor)
+		}
+	}
 	ctx.Request(a.owner, a.report)
 }
 

@@ -239,15 +239,17 @@ func TestDuplicateSlotRequestTakesOneSlot(t *testing.T) {
 }
 
 func TestDuplicateAssignRunsOnce(t *testing.T) {
-	e := start(t, &actortest.Runtime{Block: true}, nil)
+	// The running report is held back for an hour, so the only running
+	// report is the one the duplicate asks for.
+	e := start(t, &actortest.Runtime{Block: true}, func(c *worker.Config) { c.RunningDelay = time.Hour })
 	a := ids(1)[0]
 	e.request(a)
 	e.assign(a)
 	actortest.WaitFor(t, wait, e.rt.WaitRunning(1))
 
-	e.assign(a) // while it runs: answered with the running report
+	e.assign(a) // while it runs: answered with where it is, running
 	e.settle()
-	if got, want := e.statuses(a), []string{"running", "running"}; !slices.Equal(got, want) {
+	if got, want := e.statuses(a), []string{"running"}; !slices.Equal(got, want) {
 		t.Fatalf("reports end in %v, want %v", got, want)
 	}
 
@@ -255,13 +257,13 @@ func TestDuplicateAssignRunsOnce(t *testing.T) {
 	e.waitReport(a, domain.StatusSucceeded)
 	e.assign(a) // after it ended: answered with the final report
 	e.settle()
-	if got, want := e.statuses(a), []string{"running", "running", "succeeded", "succeeded"}; !slices.Equal(got, want) {
+	if got, want := e.statuses(a), []string{"running", "succeeded", "succeeded"}; !slices.Equal(got, want) {
 		t.Fatalf("reports end in %v, want %v", got, want)
 	}
 	if n := e.rt.Runs(a.String()); n != 1 {
 		t.Fatalf("execution ran %d times, want once", n)
 	}
-	final := e.reports(a)[2]
+	final := e.reports(a)[1]
 	if len(final.Steps) != 2 || final.Steps[0].Status != "running" || final.Steps[1].Result.GetStdout() != "ran t.act" {
 		t.Errorf("final report steps %v, want running then succeeded with the run's output", final.Steps)
 	}
@@ -455,5 +457,20 @@ func TestAssignWhileDrainingIsRefused(t *testing.T) {
 	e.waitReport(a, domain.StatusAbandoned)
 	if n := e.rt.Runs(a.String()); n != 0 {
 		t.Fatalf("a draining worker ran a new assignment %d times, want never", n)
+	}
+}
+
+// A run that ends before RunningDelay reports running and its end in one
+// report, which saves the owner a durable commit.
+func TestFastRunReportsOnce(t *testing.T) {
+	e := start(t, &actortest.Runtime{}, func(c *worker.Config) { c.RunningDelay = time.Hour })
+	a := ids(1)[0]
+	e.request(a)
+	e.assign(a)
+	e.waitReport(a, domain.StatusSucceeded)
+	e.settle()
+	reports := e.reports(a)
+	if len(reports) != 1 || len(reports[0].Steps) != 2 || reports[0].Steps[0].Status != "running" {
+		t.Fatalf("reports %v, want one report with running then succeeded", reports)
 	}
 }

@@ -64,6 +64,14 @@ func (n *node) joinCluster() error {
 	return nil
 }
 
+// remoteAddr is the actor address of the named member, "" if unknown.
+func (n *node) remoteAddr(name string) string {
+	if m, ok := n.gossip.Member(name); ok && m.Status.Live() {
+		return m.RemoteAddr
+	}
+	return ""
+}
+
 func splitAddr(addr string) (string, int, error) {
 	host, p, err := net.SplitHostPort(addr)
 	if err != nil {

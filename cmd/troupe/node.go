@@ -148,7 +148,7 @@ func (n *node) startActors() {
 		}
 	}
 	if n.cfg.hasRole(cluster.RoleWorker) {
-		spawn(worker.Props(worker.Config{Node: n.cfg.NodeName, Slots: n.cfg.Slots, Runtimes: n.runtimes,
+		spawn(worker.Props(worker.Config{Node: n.cfg.NodeName, Slots: n.cfg.Slots, Runtimes: n.runtimes, Resolve: n.remoteAddr,
 			Metrics: n.metrics, Logger: n.log.With("component", "worker")}), protocol.WorkerActor)
 	}
 	spawn(execution.Props(execution.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.catalog,
