@@ -118,13 +118,25 @@ func (m *manager) Receive(ctx actor.Context) {
 		for _, pid := range m.children {
 			ctx.Send(pid, msg)
 		}
+	case childDone:
+		// Forget the child before it stops, so that a report arriving from
+		// now on reaches a fresh child (which acknowledges it from the
+		// record) instead of a stopping one's mailbox.
+		if pid, ok := m.children[msg.key]; ok && pid.Equal(ctx.Sender()) {
+			delete(m.children, msg.key)
+		}
+		ctx.Poison(ctx.Sender())
 	case *actor.Terminated:
 		name := msg.Who.Id[strings.LastIndexByte(msg.Who.Id, '/')+1:]
-		if pid, ok := m.children[name]; ok && pid.Equal(msg.Who) {
-			delete(m.children, name)
+		key, _, _ := strings.Cut(name, "$")
+		if pid, ok := m.children[key]; ok && pid.Equal(msg.Who) {
+			delete(m.children, key)
 		}
 	}
 }
+
+// childDone travels only from a child whose execution ended to its manager.
+type childDone struct{ key string }
 
 func (m *manager) forward(ctx actor.Context, rawID []byte) {
 	id := protocol.ID(rawID)
@@ -135,14 +147,11 @@ func (m *manager) forward(ctx actor.Context, rawID []byte) {
 	key := id.String()
 	pid, ok := m.children[key]
 	if !ok {
-		var err error
-		pid, err = ctx.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+		// A unique suffix: the previous child of this execution may still be
+		// draining its mailbox under the plain name.
+		pid = ctx.SpawnPrefix(actor.PropsFromProducer(func() actor.Actor {
 			return &child{cfg: m.cfg, id: id, log: m.cfg.Logger.With("execution", key)}
-		}), key)
-		if err != nil {
-			m.cfg.Logger.Error("spawn execution actor", "execution", key, "err", err)
-			return
-		}
+		}), key+"$")
 		ctx.Watch(pid)
 		m.children[key] = pid
 	}
@@ -166,6 +175,7 @@ type child struct {
 	retry    scheduler.CancelFunc
 	// waitingSince is when this attempt started looking for a worker.
 	waitingSince time.Time
+	done         bool // the manager was told the execution ended
 }
 
 func (c *child) Receive(ctx actor.Context) {
@@ -202,10 +212,9 @@ func (c *child) Receive(ctx actor.Context) {
 				Error: fmt.Sprintf("no report from worker %s within %s after the action's timeout", c.ex.Worker, c.cfg.ReportGrace)})
 		}
 	}
-	if c.ex != nil && c.ex.Status.Terminal() {
-		// Poison, not Stop: reports already queued behind this message must
-		// still be acknowledged.
-		ctx.Poison(ctx.Self())
+	if c.ex != nil && c.ex.Status.Terminal() && !c.done {
+		c.done = true
+		ctx.Request(ctx.Parent(), childDone{key: c.id.String()})
 	}
 }
 
