@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -188,4 +190,37 @@ action: {ref: core.echo, parameters: {message: "ping {{ trigger.n }}"}}
 	if !strings.Contains(n.Log(), "sensor line skipped") {
 		t.Error("the malformed line was not logged")
 	}
+}
+
+// TestKill9LeavesNoActionRunning: an action (with a child of its own) that
+// was running when the node was killed is stopped at restart, not left
+// running unowned while its execution says abandoned.
+func TestKill9LeavesNoActionRunning(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "child")
+	n := StartNode(t, "n1")
+	ex, err := n.Client.Run(t.Context(), "core.local", map[string]any{"cmd": "sleep 300 & echo $! > " + pidfile + "; wait"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.WaitExecution(ex.ID.String(), domain.StatusRunning, 10*time.Second)
+	var child int
+	waitFor(t, 10*time.Second, func() error {
+		b, err := os.ReadFile(pidfile)
+		if err == nil {
+			child, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		}
+		return err
+	})
+	n.Kill()
+	if syscall.Kill(child, 0) != nil {
+		t.Fatal("the action's child died with the node; this test needs it to outlive the kill")
+	}
+	n.Restart()
+	n.WaitExecution(ex.ID.String(), domain.StatusAbandoned, 10*time.Second)
+	waitFor(t, 10*time.Second, func() error {
+		if syscall.Kill(child, 0) == nil {
+			return fmt.Errorf("the action's child %d is still running after the restart", child)
+		}
+		return nil
+	})
 }

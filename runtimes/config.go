@@ -39,6 +39,11 @@ type Config struct {
 	// a client with dial, TLS-handshake and response-header timeouts, and an
 	// overall bound of domain.DefaultTimeout. Required.
 	HTTPClient *http.Client
+	// RunDir, when set, is a directory where every running action's process
+	// group is recorded while it runs, so that after the agent is killed a
+	// restart can stop the groups left behind (see Reap): a process killed
+	// with SIGKILL cannot stop its own grandchildren. Default none.
+	RunDir string
 }
 
 // defaultEnvKeys are the variables scripts commonly need and that carry no

@@ -40,6 +40,7 @@ type process struct {
 	env       []string
 	maxOutput int
 	tmpDir    string
+	runDir    string
 	// shebang: an entry point whose first two bytes are "#!" is executed
 	// itself, so the kernel runs the interpreter its first line names. Only
 	// the shell runtime does this (StackStorm's local-shell-script runner
@@ -87,7 +88,7 @@ func NewPython(cfg Config) (Runtime, error) {
 
 func newProcess(name, path, cmdFlag string, cfg Config) *process {
 	return &process{name: name, path: path, cmdFlag: cmdFlag, env: slices.Clone(cfg.Env),
-		maxOutput: cfg.MaxOutput, tmpDir: os.TempDir()}
+		maxOutput: cfg.MaxOutput, tmpDir: os.TempDir(), runDir: cfg.RunDir}
 }
 
 // resolvePython asks the interpreter where its real binary is: through a
@@ -166,6 +167,12 @@ func (p *process) Run(ctx context.Context, req Request) Outcome {
 			err = shebangError(req.EntryPoint, err)
 		}
 		return failed(noExit, "start %s action: %v", p.name, err)
+	}
+	if p.runDir != "" {
+		record := filepath.Join(p.runDir, strconv.Itoa(cmd.Process.Pid))
+		if err := os.WriteFile(record, []byte(req.ExecutionID), 0o600); err == nil {
+			defer os.Remove(record)
+		}
 	}
 	err = cmd.Wait()
 	if cmd.ProcessState == nil { // the wait itself failed; nothing was reaped

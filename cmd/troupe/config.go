@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"slices"
@@ -97,7 +98,7 @@ func bindFlags(fs *pflag.FlagSet) {
 // actions and script sensors.
 func (c agentConfig) runtimes() runtimes.Config {
 	rc := runtimes.DefaultConfig()
-	rc.Python, rc.MaxOutput = c.Python, c.MaxOutput
+	rc.Python, rc.MaxOutput, rc.RunDir = c.Python, c.MaxOutput, c.runDir()
 	for _, name := range c.ActionEnv {
 		if v, ok := os.LookupEnv(name); ok {
 			rc.Env = append(rc.Env, name+"="+v)
@@ -237,6 +238,9 @@ func (c agentConfig) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// runDir records the process groups of running actions (runtimes.Reap).
+func (c agentConfig) runDir() string { return filepath.Join(c.DataDir, "run") }
 
 func (c agentConfig) gossipKey() ([]byte, error) {
 	if c.GossipKey == "" {

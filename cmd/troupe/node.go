@@ -87,6 +87,11 @@ func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 	if n.store, err = storage.Open(storage.Config{Dir: cfg.DataDir, Logger: log}); err != nil {
 		return nil, err
 	}
+	// Actions the previous process left running (it was killed) are
+	// stopped before their executions are marked abandoned.
+	if killed, err := runtimes.Reap(cfg.runDir()); err != nil || killed > 0 {
+		log.Warn("stopped actions left running by the previous process", "groups", killed, "err", err)
+	}
 	n.listener, err = net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		n.store.Close()
