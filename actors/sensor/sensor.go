@@ -37,6 +37,10 @@ type Config struct {
 	Env []string
 	// MaxBackoff caps the delay between restarts of a failing sensor. Default 60s.
 	MaxBackoff time.Duration
+	// Fenced, when it returns a reason, stops timers on this member from
+	// firing: the member sees too few others to trust it still owns them.
+	// Default: never fenced.
+	Fenced func() string
 	// Touch is how often the keeper re-activates every sensor; it bounds how
 	// long a sensor stays down after its member is declared dead. Default 1s.
 	Touch   time.Duration
@@ -50,6 +54,9 @@ func (cfg *Config) defaults() {
 	}
 	if cfg.Touch <= 0 {
 		cfg.Touch = time.Second
+	}
+	if cfg.Fenced == nil {
+		cfg.Fenced = func() string { return "" }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -123,7 +130,7 @@ func (g *grain) Receive(ctx actor.Context) {
 		if def.sensor != nil {
 			a = &supervisor{cfg: g.cfg, sensor: def.sensor, log: g.cfg.Logger.With("component", "sensor", "sensor", def.sensor.Ref)}
 		} else {
-			a = &timer{trigger: def.trigger, params: def.params, instance: def.instance, sched: def.sched,
+			a = &timer{trigger: def.trigger, params: def.params, instance: def.instance, sched: def.sched, fenced: g.cfg.Fenced,
 				lag: g.cfg.Metrics.TimerLag.WithLabelValues(def.trigger),
 				log: g.cfg.Logger.With("component", "timer", "trigger", def.instance)}
 		}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,4 +140,38 @@ func TestScriptSensorDeliversGoodLinesAndIsRestarted(t *testing.T) {
 	if n := strings.Count(string(starts), "\n"); n < 2 {
 		t.Fatalf("script started %d times, want it restarted after it exited", n)
 	}
+}
+
+// A fenced member's timer skips its ticks, and fires again once the fence
+// lifts.
+func TestFencedTimerSkipsTicks(t *testing.T) {
+	var fenced atomic.Bool
+	fenced.Store(true)
+	params := map[string]any{"unit": "seconds", "delta": 1}
+	rules := activate(t, Config{Node: "n1", Rules: []*domain.Rule{
+		{Ref: "t.a", Enabled: true, Trigger: domain.RuleTrigger{Type: "core.intervaltimer", Parameters: params}},
+	}, Fenced: func() string {
+		if fenced.Load() {
+			return "only 1 of 3 members reachable"
+		}
+		return ""
+	}})
+	// Two ticks' worth of time pass with no event; then the fence lifts.
+	deadline := time.Now().Add(2100 * time.Millisecond)
+	actortest.WaitFor(t, 5*time.Second, func() error {
+		if n := len(events(t, rules)); n > 0 {
+			t.Fatalf("a fenced timer fired %d ticks", n)
+		}
+		if time.Now().Before(deadline) {
+			return fmt.Errorf("still watching the fenced timer")
+		}
+		return nil
+	})
+	fenced.Store(false)
+	actortest.WaitFor(t, 5*time.Second, func() error {
+		if len(events(t, rules)) == 0 {
+			return fmt.Errorf("no tick since the fence lifted")
+		}
+		return nil
+	})
 }

@@ -108,6 +108,7 @@ type timer struct {
 	instance string
 	sched    Schedule
 	clock    *time.Timer
+	fenced   func() string
 	lag      prometheus.Observer
 	log      *slog.Logger
 }
@@ -125,7 +126,12 @@ func (t *timer) Receive(ctx actor.Context) {
 	case fire:
 		t.lag.Observe(time.Since(msg.at).Seconds())
 		ev, err := protocol.NewEvent(TickEvent(t.trigger, t.instance, t.params, msg.at))
-		if err != nil {
+		if reason := t.fenced(); reason != "" {
+			// Cut off from most of the cluster, this member may be the one
+			// presumed dead while another already fires this timer: a tick
+			// skipped is better than a tick run twice.
+			t.log.Warn("tick skipped: this member is fenced", "tick", msg.at, "reason", reason)
+		} else if err != nil {
 			t.log.Error("encode tick", "err", err)
 		} else {
 			ctx.Request(actor.NewPID(ctx.ActorSystem().Address(), protocol.RulesActor), ev)

@@ -64,6 +64,29 @@ func (n *node) joinCluster() error {
 	return nil
 }
 
+// fenced says why this member must not fire timers: it sees fewer than
+// half of the members it knows (left ones excepted) alive, so it may be on
+// the losing side of a partition while the others re-placed its timers.
+// Exactly half is not fenced, so the survivor of a two-node cluster keeps
+// its timers.
+func (n *node) fenced() string {
+	alive, known := 0, 0
+	for _, m := range n.gossip.Members() {
+		switch {
+		case m.Status == cluster.StatusLeft:
+		case m.Status.Live():
+			alive++
+			known++
+		default:
+			known++
+		}
+	}
+	if 2*alive < known {
+		return fmt.Sprintf("only %d of %d members reachable", alive, known)
+	}
+	return ""
+}
+
 // remoteAddr is the actor address of the named member, "" if unknown.
 func (n *node) remoteAddr(name string) string {
 	if m, ok := n.gossip.Member(name); ok && m.Status.Live() {

@@ -193,7 +193,7 @@ func (n *node) sensorConfig() sensor.Config {
 			sensors = append(sensors, s)
 		}
 	}
-	return sensor.Config{Node: n.cfg.NodeName, Rules: n.enabledRules(), Sensors: sensors,
+	return sensor.Config{Node: n.cfg.NodeName, Rules: n.enabledRules(), Sensors: sensors, Fenced: n.fenced,
 		Interpreter: n.runtimes.Interpreter, Env: n.cfg.runtimes().Env, Metrics: n.metrics, Logger: n.log}
 }
 
