@@ -36,7 +36,7 @@ type Config struct {
 	// sent; a run that ends sooner reports running and its end together,
 	// which saves the owner a durable commit per fast action. Default 5ms.
 	RunningDelay time.Duration
-	Runtimes Runtimes
+	Runtimes     Runtimes
 	// GrantLease is how long a granted slot waits for its assignment before
 	// it is taken back (the owner may have died). Default 30s.
 	GrantLease time.Duration
@@ -45,13 +45,17 @@ type Config struct {
 	// Remember is how long a finished, acknowledged attempt is remembered
 	// for deduplication. Default 2m.
 	Remember time.Duration
+	// GiveUp is how long a final report is resent without acknowledgement
+	// before the worker forgets it (its owner has been gone that long; on
+	// its return it gives the execution up by its own backstop). Default 10m.
+	GiveUp time.Duration
 	// Resolve returns the current actor address of a node by name, "" when
 	// unknown. Reports go to the owner's current address, so an owner that
 	// restarted elsewhere still gets them. Default: the address the request
 	// came from.
 	Resolve func(node string) string
 	Metrics *metrics.Metrics // default: registered nowhere
-	Logger   *slog.Logger
+	Logger  *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -72,6 +76,9 @@ func (c *Config) defaults() {
 	}
 	if c.Remember <= 0 {
 		c.Remember = 2 * time.Minute
+	}
+	if c.GiveUp <= 0 {
+		c.GiveUp = 10 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -375,6 +382,10 @@ func (w *worker) onTick(ctx actor.Context) {
 		case a.report != nil && !a.acked && now.Sub(a.sentAt) >= w.cfg.Resend:
 			w.send(ctx, a)
 		case a.phase == done && a.acked && now.Sub(a.since) > w.cfg.Remember:
+			delete(w.seen, k)
+		case a.phase == done && !a.acked && now.Sub(a.since) > w.cfg.GiveUp:
+			w.cfg.Logger.Warn("giving up on a report its owner never acknowledged", "execution", k.id,
+				"attempt", k.attempt, "owner", a.ownerNode, "status", lastStatus(a.report))
 			delete(w.seen, k)
 		}
 	}

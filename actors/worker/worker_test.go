@@ -474,3 +474,28 @@ func TestFastRunReportsOnce(t *testing.T) {
 		t.Fatalf("reports %v, want one report with running then succeeded", reports)
 	}
 }
+
+// A final report its owner never acknowledges is given up after GiveUp, so
+// a vanished owner does not hold the worker's memory forever.
+func TestUnacknowledgedReportIsGivenUp(t *testing.T) {
+	e := start(t, &actortest.Runtime{}, func(c *worker.Config) {
+		c.Resend, c.GiveUp = 10*time.Millisecond, 50*time.Millisecond
+	})
+	e.ack.Store(false)
+	a := ids(1)[0]
+	e.request(a)
+	e.assign(a)
+	e.waitReport(a, domain.StatusSucceeded)
+	// A duplicate assignment is answered with the remembered report until
+	// the worker gives up; from then on it is refused, never run again.
+	actortest.WaitFor(t, 5*time.Second, func() error {
+		e.assign(a)
+		if e.settle(); slices.Contains(e.statuses(a), string(domain.StatusAbandoned)) {
+			return nil
+		}
+		return fmt.Errorf("the worker still remembers the unacknowledged report")
+	})
+	if n := e.rt.Runs(a.String()); n != 1 {
+		t.Fatalf("ran %d times, want once", n)
+	}
+}
