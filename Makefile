@@ -7,10 +7,10 @@ PROTOC_GEN_GO := .bin/protoc-gen-go
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test unit e2e bench lint proto tidy clean
+.PHONY: help build run test unit e2e bench lint proto tidy clean prometheus promcheck
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/troupe
 	$(GO) build -o $(BIN) ./cmd/troupe
@@ -18,7 +18,7 @@ build: ## build bin/troupe
 run: build ## start one node with dev defaults: ./troupe-data, API on 127.0.0.1:8080, example packs
 	./$(BIN) agent --dev
 
-test: lint ## vet, then every test (race detector on), end-to-end tests included
+test: lint promcheck ## vet, promtool checks of deploy/prometheus, then every test (race detector on), end-to-end tests included
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 unit: ## every test except the end-to-end ones
@@ -27,8 +27,10 @@ unit: ## every test except the end-to-end ones
 e2e: ## only the end-to-end tests (they build and start real troupe processes)
 	$(GO) test -count=1 -timeout 20m -v ./e2e/...
 
-bench: build ## the standard benchmark suite
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./storage/ ./runtimes/ ./rules/
+bench: build ## the standard benchmark suite: one node, 64 clients, 10s each, with the machine's ceilings; JSON in bench-*.json
+	for w in webhook-noop webhook-shell direct; do \
+		./$(BIN) bench --workload $$w --nodes 1 --concurrency 64 --duration 10s --json bench-$$w.json || exit 1; \
+	done
 
 lint: ## go vet
 	$(GO) vet $(PKGS)
@@ -39,6 +41,19 @@ proto: $(PROTOC_GEN_GO) ## regenerate actors/protocol/*.pb.go (installs protoc f
 
 $(PROTOC_GEN_GO): go.mod
 	GOBIN="$(CURDIR)/.bin" $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go
+
+# Debian's package starts its service where systemd runs; make installs the
+# binaries only and leaves no Prometheus server running.
+prometheus: ## install prometheus and promtool from Debian when missing (the e2e tests and promcheck use them)
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus && \
+		if [ -d /run/systemd/system ]; then systemctl stop prometheus || true; fi; \
+	fi
+
+promcheck: prometheus ## promtool: check deploy/prometheus's config and alert rules, and run the rules' unit tests
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
 
 tidy: ## go mod tidy
 	$(GO) mod tidy

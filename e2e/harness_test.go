@@ -47,11 +47,16 @@ type Node struct {
 	DataDir string
 	Addr    string // http://127.0.0.1:PORT
 	Client  *api.Client
-	args    []string
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	logMu   sync.Mutex
-	log     bytes.Buffer
+	// GossipAddr and RemoteAddr are the cluster addresses of a node the
+	// cluster harness started (ip:port); empty otherwise.
+	GossipAddr string
+	RemoteAddr string
+	port       int // HTTP port kept across restarts; 0 picks a free one at each start
+	args       []string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	logMu      sync.Mutex
+	log        bytes.Buffer
 }
 
 // NodeOption adjusts how a node is started.
@@ -87,7 +92,17 @@ func StartNode(t *testing.T, name string, opts ...NodeOption) *Node {
 
 func (n *Node) start() {
 	n.t.Helper()
-	port := freePort(n.t)
+	n.spawn()
+	n.waitReady()
+}
+
+// spawn starts the process without waiting for it to be ready.
+func (n *Node) spawn() {
+	n.t.Helper()
+	port := n.port
+	if port == 0 {
+		port = freePort(n.t)
+	}
 	n.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
 	n.Client = api.NewClient(n.Addr)
 	args := append([]string{"agent", "--node-name", n.Name, "--data-dir", n.DataDir,
@@ -100,6 +115,12 @@ func (n *Node) start() {
 	}
 	n.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(n.cmd, n.exited)
+}
+
+// waitReady waits until the spawned process answers /readyz; it fails the
+// test when the process exits first.
+func (n *Node) waitReady() {
+	n.t.Helper()
 	waitFor(n.t, 30*time.Second, func() error {
 		select {
 		case <-n.exited:

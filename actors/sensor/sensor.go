@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -145,8 +146,9 @@ func (g *grain) Receive(ctx actor.Context) {
 // without anyone asking. Every sensor-role member runs one; touches are
 // idempotent, so more keepers only mean faster recovery.
 type Keeper struct {
-	stop chan struct{}
-	done sync.WaitGroup
+	stop    chan struct{}
+	done    sync.WaitGroup
+	touches sync.WaitGroup
 }
 
 // StartKeeper starts touching; Stop ends it.
@@ -159,18 +161,27 @@ func StartKeeper(cfg Config, c *protocluster.Cluster) *Keeper {
 		defer k.done.Done()
 		tick := time.NewTicker(cfg.Touch)
 		defer tick.Stop()
+		// Rounds do not wait for touches: protoactor's activation request has
+		// a fixed 5s timeout, and one stuck on a member that died must not
+		// hold back the touch that activates the sensor elsewhere once the
+		// death is known. Two in flight per sensor at most.
+		inflight := make(map[string]*atomic.Int32, len(defs))
+		for id := range defs {
+			inflight[id] = new(atomic.Int32)
+		}
 		for {
-			// Concurrently: a touch stuck on a member that died but is not
-			// yet declared dead must not delay the others' rounds.
-			var round sync.WaitGroup
-			for id := range defs {
-				round.Go(func() {
+			for id, n := range inflight {
+				if n.Add(1) > 2 {
+					n.Add(-1)
+					continue
+				}
+				k.touches.Go(func() {
+					defer n.Add(-1)
 					if _, err := c.Request(id, Kind, &protocol.Touch{}, protocluster.WithTimeout(cfg.Touch), protocluster.WithRetryCount(1)); err != nil {
 						cfg.Logger.Debug("sensor touch failed; retrying next round", "identity", id, "err", err)
 					}
 				})
 			}
-			round.Wait()
 			select {
 			case <-k.stop:
 				return
@@ -182,8 +193,9 @@ func StartKeeper(cfg Config, c *protocluster.Cluster) *Keeper {
 	return k
 }
 
-// Stop ends the touching and waits for the current round.
+// Stop ends the touching and waits for the touches in flight.
 func (k *Keeper) Stop() {
 	close(k.stop)
 	k.done.Wait()
+	k.touches.Wait()
 }

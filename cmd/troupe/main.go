@@ -90,5 +90,6 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	root.AddCommand(newAgentCommand(), newRunCommand(o), newMembersCommand(o))
 	root.AddCommand(resourceCommands(o)...)
+	root.AddCommand(newBenchCommand(o))
 	return root
 }

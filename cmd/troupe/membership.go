@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,7 +35,19 @@ func (n *node) joinCluster() error {
 	gc.Meta = cluster.Meta{Name: n.cfg.NodeName, Cluster: n.cfg.Cluster, APIAddr: n.listener.Addr().String(),
 		Roles: roles, Runtimes: n.runtimes.Names(), Slots: n.cfg.Slots}
 	gc.BindAddr, gc.Join, gc.GossipKey, gc.Logger = n.cfg.Gossip, n.cfg.Join, key, n.log
+	saved := n.savedPeers()
+	if len(gc.Join) == 0 {
+		// A node restarted without --join (the one that founded the cluster)
+		// would otherwise come back as a cluster of its own, firing the
+		// timers the others took over; it rejoins the members it last saw.
+		gc.Join = saved
+	}
 	g, err := cluster.New(gc)
+	if err != nil && len(n.cfg.Join) == 0 && len(saved) > 0 {
+		n.log.Warn("none of the members this node last saw answered; starting alone", "last_seen", saved, "err", err)
+		gc.Join = nil
+		g, err = cluster.New(gc)
+	}
 	if err != nil {
 		return err
 	}
@@ -118,10 +132,39 @@ func (n *node) watchMembers() {
 				n.system.Root.Send(n.pid(protocol.ExecutionsActor), &protocol.MemberDown{Node: ch.Member.Name, Status: string(ch.Kind)})
 			}
 			n.countMembers()
+			n.savePeers()
 		}
 	}()
 	go n.gossipLoad()
 	n.countMembers()
+}
+
+// peersFile lists the gossip addresses of the other members this node last
+// saw alive, one a line, for rejoining after a restart.
+func (n *node) peersFile() string { return filepath.Join(n.cfg.DataDir, "peers") }
+
+func (n *node) savedPeers() []string {
+	b, err := os.ReadFile(n.peersFile())
+	if err != nil {
+		return nil
+	}
+	return strings.Fields(string(b))
+}
+
+func (n *node) savePeers() {
+	var addrs []string
+	for _, m := range n.gossip.Alive() {
+		if !m.Self && m.GossipAddr != "" {
+			addrs = append(addrs, m.GossipAddr)
+		}
+	}
+	if len(addrs) == 0 {
+		return // alone: keep the last peers known, to find them again
+	}
+	tmp := n.peersFile() + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strings.Join(addrs, "\n")+"\n"), 0o600); err == nil {
+		os.Rename(tmp, n.peersFile())
+	}
 }
 
 func (n *node) countMembers() {

@@ -87,6 +87,8 @@ func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 	if n.store, err = storage.Open(storage.Config{Dir: cfg.DataDir, Logger: log}); err != nil {
 		return nil, err
 	}
+	// Scrapes stop before the store closes: stop() shuts HTTP down first.
+	n.registry.MustRegister(n.store.Collector())
 	// Actions the previous process left running (it was killed) are
 	// stopped before their executions are marked abandoned.
 	if killed, err := runtimes.Reap(cfg.runDir()); err != nil || killed > 0 {

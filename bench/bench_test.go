@@ -1,0 +1,67 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// troupeBinary is the troupe binary built once for the package's tests.
+var troupeBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "troupe-bench-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	troupeBinary = filepath.Join(dir, "troupe")
+	build := exec.Command("go", "build", "-o", troupeBinary, "../cmd/troupe")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build troupe:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// TestRunWebhookNoop drives one node it starts for two seconds: every
+// accepted event ran exactly once, and the figures are filled in.
+func TestRunWebhookNoop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a troupe node")
+	}
+	cfg := DefaultConfig()
+	cfg.Binary = troupeBinary
+	cfg.Concurrency = 16
+	cfg.Duration, cfg.Warmup, cfg.Drain = 2*time.Second, 500*time.Millisecond, 20*time.Second
+	cfg.CeilingDuration = 300 * time.Millisecond
+	res, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table strings.Builder
+	res.WriteTable(&table)
+	t.Log("\n" + table.String())
+	if res.Tally.Lost != 0 || res.Tally.Duplicates != 0 || res.Tally.Unexpected != 0 {
+		t.Errorf("tally %+v, want nothing lost, duplicated or unexpected", res.Tally)
+	}
+	if res.Accepted == 0 || res.Tally.Expected != int(res.Accepted) || res.Errors != 0 {
+		t.Errorf("accepted %d, expected units %d, errors %d (%v)", res.Accepted, res.Tally.Expected, res.Errors, res.ErrorSamples)
+	}
+	if res.ExecutionsPerSec <= 0 || res.Latency.N == 0 || res.Latency.P99 < res.Latency.P50 {
+		t.Errorf("executions/s %g, latency %+v", res.ExecutionsPerSec, res.Latency)
+	}
+	if len(res.NodeStats) != 1 || res.NodeStats[0].CPUSeconds <= 0 || res.NodeStats[0].PeakRSSBytes <= 0 || res.StorageBytesPerExecution <= 0 {
+		t.Errorf("node stats %+v, storage/execution %g", res.NodeStats, res.StorageBytesPerExecution)
+	}
+	if c := res.Ceilings; c == nil || c.ShSpawnPerSec <= 0 || c.PebbleSyncCommitsPerSec <= 0 || res.CeilingRatio <= 0 {
+		t.Errorf("ceilings %+v, ratio %g", c, res.CeilingRatio)
+	}
+}

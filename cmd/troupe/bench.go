@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/troupehq/troupe/bench"
+)
+
+func newBenchCommand(o *cli) *cobra.Command {
+	cfg := bench.DefaultConfig()
+	var workload, jsonFile, writePack string
+	var addrs []string
+	names := make([]string, len(bench.Workloads))
+	for i, w := range bench.Workloads {
+		names[i] = string(w)
+	}
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure throughput and latency of a workload",
+		Long: `Measure throughput and latency of a workload.
+
+By default bench starts --nodes troupe agents itself (this executable, or
+--troupe-binary), on 127.0.0.1 with temporary data dirs and a generated
+"bench" pack, and kills them when done. With --addr it drives running
+nodes instead; they must already run with the bench pack: write it with
+--write-pack DIR (same --rules and --workload timers if wanted) and start
+them with --packs DIR/bench.
+
+Before the load, it measures the machine's ceilings: spawning /bin/sh -c true
+and python3 -c pass from 4 goroutines, and Pebble Sync commits from 64
+writers (--ceiling-duration 0 skips them). After the load it waits for the
+accepted work to finish (--drain), then reads the execution records and
+reports events/s, executions/s, latency from acceptance to terminal status,
+lost and duplicated work, and each started node's CPU, peak RSS and storage.
+
+Workloads: ` + strings.Join(names, ", ") + `.`,
+		Example: "  troupe bench --workload webhook-noop --concurrency 64 --duration 10s --json out.json\n" +
+			"  troupe bench --workload webhook-shell --rate 500 --duration 30s\n" +
+			"  troupe bench --write-pack /tmp/bp && troupe agent --packs /tmp/bp/bench … && troupe bench --addr 127.0.0.1:8080",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			w, err := bench.ParseWorkload(workload)
+			if err != nil {
+				return err
+			}
+			cfg.Workload, cfg.Addrs = w, addrs
+			if writePack != "" {
+				dir, err := bench.WritePack(writePack, cfg)
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(o.stdout, "wrote %s; start nodes with --packs %s\n", dir, dir)
+				return err
+			}
+			if cfg.Binary == "" {
+				if cfg.Binary, err = os.Executable(); err != nil {
+					return fmt.Errorf("find the troupe executable (give --troupe-binary): %w", err)
+				}
+			}
+			cfg.Progress = o.stderr
+			res, err := bench.Run(cmd.Context(), cfg)
+			fmt.Fprint(o.stderr, "\r\033[K")
+			if err != nil {
+				return err
+			}
+			if o.output == "json" {
+				err = writeJSON(o.stdout, res)
+			} else {
+				err = res.WriteTable(o.stdout)
+			}
+			if err == nil && jsonFile != "" {
+				err = res.WriteJSON(jsonFile)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&workload, "workload", string(cfg.Workload), "what to send and run: "+strings.Join(names, ", "))
+	f.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, "nodes to start on 127.0.0.1 (ignored with --addr)")
+	f.StringSliceVar(&addrs, "addr", nil, "HTTP address of a running node to drive, repeatable; its nodes must run the bench pack (see --write-pack)")
+	f.Float64Var(&cfg.Rate, "rate", 0, "open loop: requests per second (0: closed loop of --concurrency clients)")
+	f.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "closed loop: clients, each waiting for its executions before the next request; open loop: most requests in flight")
+	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long load is measured, after the warmup")
+	f.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "load before measuring starts")
+	f.DurationVar(&cfg.Drain, "drain", cfg.Drain, "how long to wait after the load for accepted work to finish; what is still unfinished is lost")
+	f.IntVar(&cfg.Rules, "rules", cfg.Rules, "rules of the fanout and timers workloads")
+	f.DurationVar(&cfg.CeilingDuration, "ceiling-duration", cfg.CeilingDuration, "how long each ceiling is measured (0 skips them)")
+	f.StringVar(&cfg.Binary, "troupe-binary", "", "troupe executable that starts the nodes (default: this one)")
+	f.StringArrayVar(&cfg.AgentArgs, "agent-arg", nil, "extra flag for every started node, repeatable (e.g. --agent-arg=--slots=16)")
+	f.StringVar(&jsonFile, "json", "", "also write the results as JSON to this file")
+	f.StringVar(&writePack, "write-pack", "", "write the bench pack into this directory and exit")
+	return cmd
+}
