@@ -1,35 +1,17 @@
 package bench
 
 import (
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/troupehq/troupe/internal/troupetest"
 )
 
 // troupeBinary is the troupe binary built once for the package's tests.
 var troupeBinary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "troupe-bench-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	troupeBinary = filepath.Join(dir, "troupe")
-	build := exec.Command("go", "build", "-o", troupeBinary, "../cmd/troupe")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build troupe:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { troupetest.Main(m, &troupeBinary) }
 
 // TestRunWebhookNoop drives one node it starts for two seconds: every
 // accepted event ran exactly once, and the figures are filled in.

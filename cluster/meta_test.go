@@ -51,21 +51,7 @@ func TestMetaValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			m := validMeta()
 			tt.edit(&m)
-			err := m.Validate()
-			if len(tt.want) == 0 {
-				if err != nil {
-					t.Fatalf("Validate: %v, want nil", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("Validate: nil, want an error containing %q", tt.want)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("Validate: %q does not contain %q", err, w)
-				}
-			}
+			wantErrors(t, m.Validate(), tt.want)
 		})
 	}
 }
@@ -158,21 +144,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := base()
 			tt.edit(&c)
-			err := c.Validate()
-			if len(tt.want) == 0 {
-				if err != nil {
-					t.Fatalf("Validate: %v, want nil", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("Validate: nil, want an error containing %q", tt.want)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("Validate: %q does not contain %q", err, w)
-				}
-			}
+			wantErrors(t, c.Validate(), tt.want)
 		})
 	}
 }
@@ -185,5 +157,25 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		t.Fatal("New accepted 600 bytes of metadata")
 	} else if !strings.Contains(err.Error(), "over memberlist's limit of 512") {
 		t.Errorf("New: %v", err)
+	}
+}
+
+// wantErrors checks a Validate result: nil when want is empty, otherwise an
+// error mentioning every one of want.
+func wantErrors(t *testing.T, err error, want []string) {
+	t.Helper()
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatalf("Validate: %v, want nil", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("Validate: nil, want an error containing %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("Validate: %q does not contain %q", err, w)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/troupehq/troupe/internal/troupetest"
 	"net"
 	"os"
 	"os/exec"
@@ -22,23 +23,7 @@ import (
 // binary is the troupe binary built once for the whole package.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "troupe-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "troupe")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/troupe")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build troupe:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { troupetest.Main(m, &binary) }
 
 // Node is one troupe agent process under test.
 type Node struct {
