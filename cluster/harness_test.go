@@ -10,24 +10,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/troupehq/troupe/internal/troupetest"
 )
 
 // waitFor polls cond until it returns nil; on timeout the failure is cond's
 // account of what is not yet true.
-func waitFor(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = troupetest.WaitFor
 
 // logRecorder is a slog handler that keeps every record for assertions and
 // shows those at Info and above (all with TROUPE_TEST_DEBUG=1) through t.Log

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/troupehq/troupe/internal/troupetest"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/troupehq/troupe/api"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/internal/troupetest"
 )
 
 // binary is the troupe binary built once for the whole package.
@@ -191,21 +190,7 @@ func freePort(t *testing.T) int {
 
 // waitFor polls cond until it returns nil or the time is up; the failure
 // says what was still not true.
-func waitFor(t *testing.T, within time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			_, file, line, _ := runtime.Caller(1)
-			t.Fatalf("%s:%d: still not true after %s: %v", filepath.Base(file), line, within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+var waitFor = troupetest.WaitFor
 
 // writePack writes files (path relative to the pack dir → content) into a
 // new pack directory and returns it.

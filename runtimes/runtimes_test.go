@@ -9,24 +9,12 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/internal/troupetest"
 )
 
 // waitFor polls cond until it returns nil; on timeout the failure is cond's
 // account of what is not yet true.
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = troupetest.WaitFor
 
 func testConfig(t *testing.T) Config {
 	t.Helper()

@@ -13,25 +13,13 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/troupehq/troupe/internal/troupetest"
 	"github.com/troupehq/troupe/storage"
 )
 
 // WaitFor polls cond until it returns nil. On timeout the test fails with
 // cond's last account of what is not yet true.
-func WaitFor(t testing.TB, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var WaitFor = troupetest.WaitFor
 
 // Logger returns a logger that writes to t.Log while the test runs and
 // drops lines once it has ended (actor goroutines may outlive it by a hair).

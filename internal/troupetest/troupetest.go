@@ -1,4 +1,5 @@
-// Package troupetest builds the real troupe binary for tests that start it
+// Package troupetest holds what Troupe's tests share: the one polling
+// helper, and the build of the real troupe binary for tests that start it
 // as separate processes (end-to-end tests, the bench harness's tests).
 package troupetest
 
