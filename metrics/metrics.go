@@ -25,10 +25,10 @@ type Metrics struct {
 	MembershipChanges  *prometheus.CounterVec // kind: joined|updated|restarted|suspect|recovered|dead|left|resync
 }
 
-// Latency buckets from 250µs to ~2 minutes: the fast path of a builtin
+// Latency buckets from 250µs to ~4 minutes: the fast path of a builtin
 // action is sub-millisecond, a shell action a few milliseconds, and slow
 // actions run for minutes.
-var latencyBuckets = prometheus.ExponentialBuckets(0.00025, 2.5, 14)
+var latencyBuckets = prometheus.ExponentialBuckets(0.00025, 2.5, 16)
 
 // New creates the metrics and registers them on reg.
 func New(reg prometheus.Registerer) *Metrics {
