@@ -11,5 +11,4 @@ const (
 	RulesActor      = "rules"
 	ExecutionsActor = "executions"
 	WorkerActor     = "worker"
-	SensorsActor    = "sensors"
 )
