@@ -555,6 +555,21 @@ func (c *Cluster) LocalAddr() string { return c.localAddr }
 func (c *Cluster) UpdateMeta(m Meta) error {
 	c.updateMu.Lock()
 	defer c.updateMu.Unlock()
+	return c.updateMeta(m)
+}
+
+// EditMeta changes some fields of this node's metadata and gossips it as
+// UpdateMeta does; unlike a LocalMeta + UpdateMeta pair, it cannot undo a
+// concurrent edit of other fields.
+func (c *Cluster) EditMeta(edit func(*Meta)) error {
+	c.updateMu.Lock()
+	defer c.updateMu.Unlock()
+	m := c.LocalMeta()
+	edit(&m)
+	return c.updateMeta(m)
+}
+
+func (c *Cluster) updateMeta(m Meta) error {
 	if c.hasLeft() {
 		return errors.New("update node metadata: this node has left the cluster")
 	}

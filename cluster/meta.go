@@ -89,6 +89,9 @@ type Meta struct {
 	// Kinds are the protoactor grain kinds this node hosts, sorted. Set by
 	// the Provider; empty for a protoactor client.
 	Kinds []string `json:"kinds,omitempty"`
+	// Packs digests the node's installed pack records; members whose
+	// digests differ exchange packs until they agree.
+	Packs string `json:"packs,omitempty"`
 }
 
 // HasRole reports whether the node holds role r.
@@ -109,7 +112,7 @@ func (m Meta) equal(o Meta) bool {
 	return m.Name == o.Name && m.Cluster == o.Cluster && m.RemoteAddr == o.RemoteAddr &&
 		m.APIAddr == o.APIAddr && slices.Equal(m.Roles, o.Roles) &&
 		slices.Equal(m.Runtimes, o.Runtimes) && m.Slots == o.Slots && m.SlotsUsed == o.SlotsUsed &&
-		m.Started == o.Started && m.ActorID == o.ActorID && slices.Equal(m.Kinds, o.Kinds)
+		m.Started == o.Started && m.ActorID == o.ActorID && slices.Equal(m.Kinds, o.Kinds) && m.Packs == o.Packs
 }
 
 // Encode returns m as gossiped.

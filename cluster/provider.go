@@ -85,11 +85,11 @@ func (p *Provider) start(id, host string, port int, kinds []string, sink topolog
 	if port <= 0 {
 		return fmt.Errorf("start cluster provider: the actor system has no remote address (host %q, port %d); start remoting first", host, port)
 	}
-	meta := p.c.LocalMeta()
-	meta.ActorID = id
-	meta.RemoteAddr = net.JoinHostPort(host, strconv.Itoa(port))
-	meta.Kinds = slices.Sorted(slices.Values(kinds))
-	if err := p.c.UpdateMeta(meta); err != nil {
+	remote := net.JoinHostPort(host, strconv.Itoa(port))
+	err := p.c.EditMeta(func(m *Meta) {
+		m.ActorID, m.RemoteAddr, m.Kinds = id, remote, slices.Sorted(slices.Values(kinds))
+	})
+	if err != nil {
 		return fmt.Errorf("start cluster provider: advertise protoactor member %s: %w", id, err)
 	}
 	changes, cancel := p.c.Subscribe()
@@ -97,7 +97,7 @@ func (p *Provider) start(id, host string, port int, kinds []string, sink topolog
 	p.stop, p.done = make(chan struct{}), make(chan struct{})
 	p.publish(sink)
 	go p.run(sink, changes)
-	p.logger.Info("protoactor provider started", "actor_id", id, "remote", meta.RemoteAddr, "kinds", meta.Kinds)
+	p.logger.Info("protoactor provider started", "actor_id", id, "remote", remote, "kinds", kinds)
 	return nil
 }
 

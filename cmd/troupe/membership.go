@@ -193,12 +193,8 @@ func (n *node) gossipLoad() {
 		if err != nil || !ok {
 			continue
 		}
-		meta := n.gossip.LocalMeta()
-		if meta.SlotsUsed != stats.Used {
-			meta.SlotsUsed = stats.Used
-			if err := n.gossip.UpdateMeta(meta); err != nil {
-				n.log.Debug("gossip slot usage", "err", err)
-			}
+		if err := n.gossip.EditMeta(func(m *cluster.Meta) { m.SlotsUsed = stats.Used }); err != nil {
+			n.log.Debug("gossip slot usage", "err", err)
 		}
 	}
 }
