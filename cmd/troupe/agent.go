@@ -2,6 +2,10 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -75,6 +79,11 @@ func checkConfig(cmd *cobra.Command, cfg agentConfig) error {
 
 func runAgent(cfg agentConfig) error {
 	log := cfg.logger()
+	if cfg.PprofAddr != "" {
+		if err := servePprof(cfg.PprofAddr, log); err != nil {
+			return err
+		}
+	}
 	n, err := startNode(cfg, log)
 	if err != nil {
 		return err
@@ -89,5 +98,27 @@ func runAgent(cfg agentConfig) error {
 		os.Exit(1)
 	}()
 	n.stop(cfg.Shutdown)
+	return nil
+}
+
+// servePprof serves Go's profiles on a listener of their own, so an operator
+// can keep them off the address the API is exposed on.
+func servePprof(addr string, log *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pprof_addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("serving pprof", "addr", l.Addr().String())
+	go func() {
+		if err := http.Serve(l, mux); err != nil {
+			log.Error("pprof server stopped", "err", err)
+		}
+	}()
 	return nil
 }

@@ -49,6 +49,7 @@ type agentConfig struct {
 	MaxOutput int           `yaml:"max_output" help:"bytes of stdout and of stderr kept per execution; the rest is dropped and marked"`
 	ActionEnv []string      `yaml:"action_env" help:"names of agent environment variables passed to actions and sensors, besides PATH, HOME, LANG, TMPDIR, USER"`
 	Shutdown  time.Duration `yaml:"shutdown_timeout" help:"how long SIGTERM waits for running actions to be stopped and recorded"`
+	PprofAddr string        `yaml:"pprof_addr" help:"address serving Go's /debug/pprof profiles, host:port; empty serves none"`
 }
 
 func defaultAgentConfig(dev bool) agentConfig {
@@ -206,6 +207,11 @@ func (c agentConfig) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		errs = append(errs, fmt.Errorf("http_addr: %q is not host:port: %w", c.HTTPAddr, err))
+	}
+	if c.PprofAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PprofAddr); err != nil {
+			errs = append(errs, fmt.Errorf("pprof_addr: %q is not host:port: %w", c.PprofAddr, err))
+		}
 	}
 	if c.Slots < 1 {
 		errs = append(errs, fmt.Errorf("slots: %d, must be at least 1", c.Slots))
