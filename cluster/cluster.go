@@ -48,14 +48,20 @@ type Cluster struct {
 	left     atomic.Bool
 	shutdown atomic.Bool
 
+	// joiningSince is when this node, none of whose seeds answered, began
+	// retrying them (Unix nanoseconds); 0 once it has met a member, and when
+	// it never had to retry.
+	joiningSince atomic.Int64
+
 	rejoin chan []string
 	quit   chan struct{}
 	done   sync.WaitGroup
 }
 
 // New starts gossip on cfg.BindAddr, joins the seeds in cfg.Join (when there
-// are any), and starts the event loop. It fails when every seed fails,
-// naming each seed and why.
+// are any), and starts the event loop. When every seed fails it logs each
+// seed and why, and starts alone, retrying them in the background
+// (cfg.JoinRetry); with JoinRetry 0 it fails with that error instead.
 func New(cfg Config) (*Cluster, error) {
 	if cfg.Meta.Started == 0 {
 		cfg.Meta.Started = time.Now().UnixNano()
@@ -136,8 +142,13 @@ func New(cfg Config) (*Cluster, error) {
 	go c.rejoiner()
 
 	if err := c.join(); err != nil {
-		_ = c.Shutdown()
-		return nil, err
+		if cfg.JoinRetry == 0 {
+			_ = c.Shutdown()
+			return nil, err
+		}
+		c.logger.Warn("no seed answered; running alone and retrying them in the background",
+			"seeds", c.seeds(), "retry_every", cfg.JoinRetry, "error", oneLine(err))
+		c.joiningSince.Store(time.Now().UnixNano())
 	}
 	c.logger.Info("gossip started", "addr", c.localAddr, "cluster", cfg.Meta.Cluster,
 		"seeds", cfg.Join, "encrypted", len(cfg.GossipKey) > 0)
@@ -210,10 +221,7 @@ func (c *Cluster) memberlistConfig(t *memberlist.NetTransport, logger *log.Logge
 func (c *Cluster) join() error {
 	var errs []error
 	joined, tried := 0, 0
-	for _, seed := range c.cfg.Join {
-		if c.isSelf(seed) {
-			continue
-		}
+	for _, seed := range c.seeds() {
 		tried++
 		if _, err := c.ml.Join([]string{seed}); err != nil {
 			err = joinError(seed, err)
@@ -227,6 +235,39 @@ func (c *Cluster) join() error {
 		return fmt.Errorf("join cluster %q: %w", c.cfg.Meta.Cluster, errors.Join(errs...))
 	}
 	return nil
+}
+
+// seeds are the seeds of Config.Join other than this node itself.
+func (c *Cluster) seeds() []string {
+	return slices.DeleteFunc(slices.Clone(c.cfg.Join), c.isSelf)
+}
+
+// Joining returns the seeds this node keeps trying while none of them has
+// answered and no member has joined it; nil once it has met a member. A
+// node that is still joining knows the cluster it was told to be part of
+// is larger than what it sees.
+func (c *Cluster) Joining() []string {
+	// The loop ends the retrying at its next tick; the view knows earlier.
+	if c.joiningSince.Load() == 0 || c.live.Load() > 1 {
+		return nil
+	}
+	return c.seeds()
+}
+
+// Fast join retries: the nodes of a new cluster are started within a
+// minute of each other, and should find each other within seconds.
+const (
+	joinFastFor   = time.Minute
+	joinFastEvery = 2 * time.Second
+)
+
+// joinRetryAfter is the pause before the next try of a node that has been
+// retrying its seeds for waited.
+func (c *Cluster) joinRetryAfter(waited time.Duration) time.Duration {
+	if waited < joinFastFor {
+		return min(joinFastEvery, c.cfg.JoinRetry)
+	}
+	return c.cfg.JoinRetry
 }
 
 func (c *Cluster) isSelf(seed string) bool {
@@ -316,6 +357,7 @@ type loop struct {
 	seen       map[string]time.Time // notices seen, by origin and sequence
 	pushUntil  time.Time            // push our state to every live peer each round until then
 	lastRejoin time.Time
+	nextJoin   time.Time // of a node still joining (Cluster.Joining)
 }
 
 func (l *loop) handle(ev event, now time.Time) []Change {
@@ -416,6 +458,9 @@ func (l *loop) tick(now time.Time) {
 			dead = append(dead, m.GossipAddr)
 		}
 	}
+	if l.retryJoin(now, len(peers)) {
+		return
+	}
 	// A peer holds our name at our previous address, or holds us
 	// suspect or dead: push our state to the live members every round, so
 	// that we are taken back as soon as they let the previous life go
@@ -431,15 +476,33 @@ func (l *loop) tick(now time.Time) {
 	l.lastRejoin = now
 	targets := dead
 	if len(peers) == 0 {
-		for _, seed := range c.cfg.Join {
-			if !c.isSelf(seed) {
-				targets = append(targets, seed)
-			}
-		}
+		targets = append(targets, c.seeds()...)
 	}
 	if len(targets) > 0 {
 		c.requestRejoin(targets)
 	}
+}
+
+// retryJoin tries the seeds again, on the JoinRetry schedule, while this
+// node has met no member; it reports whether it still has not.
+func (l *loop) retryJoin(now time.Time, peers int) bool {
+	c := l.c
+	since := c.joiningSince.Load()
+	if since == 0 {
+		return false
+	}
+	began := time.Unix(0, since)
+	if peers > 0 {
+		c.joiningSince.Store(0)
+		c.logger.Info("joined the cluster", "waited", now.Sub(began).Round(time.Millisecond))
+		return false
+	}
+	if now.Before(l.nextJoin) {
+		return true
+	}
+	c.requestRejoin(c.seeds())
+	l.nextJoin = now.Add(c.joinRetryAfter(now.Sub(began)))
+	return true
 }
 
 func (c *Cluster) requestRejoin(addrs []string) {
@@ -464,9 +527,14 @@ func (c *Cluster) rejoiner() {
 			n, err := c.ml.Join(addrs)
 			var reason string
 			if err != nil {
-				reason = strings.Join(strings.Fields(err.Error()), " ") // memberlist's multierror spans lines
+				reason = oneLine(err)
 			}
-			c.logger.Debug("rejoin", "addrs", addrs, "reached", n, "error", reason)
+			msg, level := "rejoin", slog.LevelDebug
+			if since := c.joiningSince.Load(); since != 0 && err != nil && time.Since(time.Unix(0, since)) >= joinFastFor {
+				// Past the start of a new cluster: someone should look.
+				msg, level = "still no seed answers; retrying", slog.LevelWarn
+			}
+			c.logger.Log(context.Background(), level, msg, "addrs", addrs, "reached", n, "error", reason)
 		}
 	}
 }
@@ -670,6 +738,10 @@ func (c *Cluster) Shutdown() error {
 	}
 	return nil
 }
+
+// oneLine flattens a multi-line error (memberlist's multierror,
+// errors.Join) for a log line.
+func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
 
 func hostOf(addr string) string { h, _, _ := net.SplitHostPort(addr); return h }
 func portOf(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }

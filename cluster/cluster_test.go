@@ -212,6 +212,7 @@ func TestWrongGossipKeyIsRefused(t *testing.T) {
 
 			cfg := testConfig(t, "joiner", seed.LocalAddr())
 			cfg.GossipKey = tt.joinKey
+			cfg.JoinRetry = 0 // fail, so that the error can be read
 			c, err := New(cfg)
 			if err == nil {
 				_ = c.Shutdown()
@@ -239,6 +240,7 @@ func TestOtherClusterIsRefused(t *testing.T) {
 
 	cfg := testConfig(t, "blue1", seed.LocalAddr())
 	cfg.Meta.Cluster = "blue"
+	cfg.JoinRetry = 0 // fail, so that the error can be read
 	c, err := New(cfg)
 	if err == nil {
 		_ = c.Shutdown()
@@ -266,6 +268,7 @@ func TestJoinUnreachableSeedNamesIt(t *testing.T) {
 	dead := l.Addr().String()
 	l.Close()
 	cfg := testConfig(t, "n1", dead)
+	cfg.JoinRetry = 0
 	c, err := New(cfg)
 	if err == nil {
 		_ = c.Shutdown()
@@ -275,6 +278,91 @@ func TestJoinUnreachableSeedNamesIt(t *testing.T) {
 		t.Errorf("error %q does not name the seed (%q)", err, want)
 	}
 	t.Logf("error: %v", err)
+}
+
+// TestJoinRetryConvergesWhateverTheStartOrder: three nodes given the same
+// seed list (every node's address, its own included) start one after the
+// other, the first one alone for a while. Each starts although its seeds
+// are not up, says which seeds it still tries, and all three converge to
+// one cluster without help.
+func TestJoinRetryConvergesWhateverTheStartOrder(t *testing.T) {
+	addrs := freeAddrs(t, 3)
+	cfgs := make([]Config, 3)
+	logs := make([]*logRecorder, 3)
+	for i := range cfgs {
+		cfgs[i] = testConfig(t, fmt.Sprintf("n%d", i+1), addrs...)
+		cfgs[i].BindAddr = addrs[i]
+		logs[i] = newLogRecorder(t)
+		cfgs[i].Logger = logs[i].logger()
+	}
+	began := time.Now()
+	n1 := start(t, cfgs[0])
+	if got, want := n1.Joining(), addrs[1:]; !slices.Equal(got, want) {
+		t.Errorf("n1 alone: Joining() = %v, want the other seeds %v", got, want)
+	}
+	if err := logs[0].find("no seed answered; running alone", addrs[1], addrs[2], "connection refused"); err != nil {
+		t.Error(err)
+	}
+	time.Sleep(3 * time.Second) // alone through at least one retry
+	if err := seesAlive(n1, "n1"); err != nil || len(n1.Members()) != 1 {
+		t.Fatalf("n1 alone knows %s (%v)", describe(n1.Members()), err)
+	}
+	n2 := start(t, cfgs[1])
+	n3 := start(t, cfgs[2])
+	nodes := []*Cluster{n1, n2, n3}
+	for _, c := range nodes {
+		waitFor(t, 10*time.Second, func() error {
+			if err := seesAlive(c, "n1", "n2", "n3"); err != nil {
+				return err
+			}
+			if seeds := c.Joining(); seeds != nil {
+				return fmt.Errorf("%s still joining %v", c.Self().Name, seeds)
+			}
+			return nil
+		})
+	}
+	t.Logf("converged %s after n1 started alone", time.Since(began).Round(time.Millisecond))
+	waitFor(t, time.Second, func() error { return logs[0].find("joined the cluster") })
+}
+
+// TestJoinRetryReachesASeedThatStartsLater: n1's only seed is n2, which
+// starts later without seeds of its own, so only n1's retries can bring
+// them together.
+func TestJoinRetryReachesASeedThatStartsLater(t *testing.T) {
+	addrs := freeAddrs(t, 2)
+	cfg1 := testConfig(t, "n1", addrs[1])
+	cfg1.BindAddr = addrs[0]
+	n1 := start(t, cfg1)
+	time.Sleep(time.Second)
+	cfg2 := testConfig(t, "n2")
+	cfg2.BindAddr = addrs[1]
+	n2 := start(t, cfg2)
+	began := time.Now()
+	for _, c := range []*Cluster{n1, n2} {
+		waitFor(t, 5*time.Second, func() error { return seesAlive(c, "n1", "n2") })
+	}
+	t.Logf("n1's retry joined n2 %s after n2 started", time.Since(began).Round(time.Millisecond))
+	if seeds := n1.Joining(); seeds != nil {
+		t.Errorf("n1 joined n2 but still retries %v", seeds)
+	}
+}
+
+func TestJoinRetrySchedule(t *testing.T) {
+	for _, tt := range []struct {
+		retry, waited, want time.Duration
+	}{
+		{20 * time.Second, 0, 2 * time.Second},
+		{20 * time.Second, 59 * time.Second, 2 * time.Second},
+		{20 * time.Second, time.Minute, 20 * time.Second},
+		{time.Second, 0, time.Second},
+	} {
+		t.Run(fmt.Sprintf("every %s after %s", tt.retry, tt.waited), func(t *testing.T) {
+			c := &Cluster{cfg: Config{JoinRetry: tt.retry}}
+			if got := c.joinRetryAfter(tt.waited); got != tt.want {
+				t.Errorf("next try in %s, want %s", got, tt.want)
+			}
+		})
+	}
 }
 
 func TestJoinSkipsOwnAddress(t *testing.T) {

@@ -99,9 +99,18 @@ type Config struct {
 	// bound address, or when bound to all interfaces, the first private IP.
 	AdvertiseAddr string
 	// Join lists seed gossip addresses (host:port). Empty starts a new
-	// cluster. New fails only when every seed fails; this node's own
-	// address is skipped, so every node may be given the same list.
+	// cluster. This node's own address is skipped, so every node may be
+	// given the same list. When no seed answers, New starts this node alone
+	// and keeps trying them (see JoinRetry), or fails if JoinRetry is 0.
 	Join []string
+	// JoinRetry is how often a node that has not yet met any member tries
+	// its seeds again, once the first minute of tries every 2s (or every
+	// JoinRetry, if shorter) is over: the nodes of a new cluster start
+	// within seconds of each other, a node whose seeds stay away for longer
+	// is waiting for an operator. Retrying ends once this node has met a
+	// member, whoever joined whom. 0 makes New fail instead when no seed
+	// answers. Default 20s.
+	JoinRetry time.Duration
 	// GossipKey, when set, encrypts and authenticates all gossip with
 	// AES-GCM; it must be 16, 24 or 32 bytes, and the same on every node.
 	// Default none.
@@ -137,6 +146,7 @@ func DefaultConfig() Config {
 		Timing:           LANTiming(),
 		KeepDead:         10 * time.Minute,
 		RejoinInterval:   30 * time.Second,
+		JoinRetry:        20 * time.Second,
 		SubscriberBuffer: 256,
 		LeaveTimeout:     5 * time.Second,
 	}
@@ -174,6 +184,9 @@ func (c Config) Validate() error {
 	}
 	if c.RejoinInterval < 0 {
 		errs = append(errs, fmt.Errorf("rejoin interval must not be negative, got %s", c.RejoinInterval))
+	}
+	if c.JoinRetry < 0 {
+		errs = append(errs, fmt.Errorf("join retry must not be negative, got %s", c.JoinRetry))
 	}
 	if c.SubscriberBuffer < 1 {
 		errs = append(errs, fmt.Errorf("subscriber buffer must be at least 1, got %d", c.SubscriberBuffer))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -101,6 +102,22 @@ func testConfig(t testing.TB, name string, join ...string) Config {
 	cfg.RejoinInterval = time.Second
 	cfg.Logger = newLogRecorder(t).logger()
 	return cfg
+}
+
+// freeAddrs returns n loopback addresses whose port was free a moment ago,
+// for nodes that must know each other's address before they start.
+func freeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close() // held until all are chosen, so none repeats
+		out = append(out, l.Addr().String())
+	}
+	return out
 }
 
 // start starts a node and shuts it down when the test ends.

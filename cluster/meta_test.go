@@ -138,6 +138,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero timing", func(c *Config) { c.Timing = Timing{} }, []string{"probe interval must be positive", "suspicion multiplier must be at least 1", "tcp timeout must be positive"}},
 		{"no subscriber buffer", func(c *Config) { c.SubscriberBuffer = 0 }, []string{"subscriber buffer must be at least 1"}},
 		{"negative keep dead", func(c *Config) { c.KeepDead = -time.Second }, []string{"keep dead must not be negative"}},
+		{"negative join retry", func(c *Config) { c.JoinRetry = -time.Second }, []string{"join retry must not be negative"}},
 		{"no leave timeout", func(c *Config) { c.LeaveTimeout = 0 }, []string{"leave timeout must be positive"}},
 	}
 	for _, tt := range tests {
