@@ -220,12 +220,19 @@ func (db *DB) Completions(limit int) ([]Completion, error) {
 	return cs, nil
 }
 
-// AckCompletion removes a delivered completion from the outbox. The delete is
-// not synced: losing it in a crash only delivers the completion again, which
-// consumers dedupe.
-func (db *DB) AckCompletion(c Completion) error {
-	if err := db.pdb.Delete(c.key(), pebble.NoSync); err != nil {
-		return fmt.Errorf("ack completion of execution %s seq %d: %w", c.Execution, c.Seq, err)
+// AckCompletions removes delivered completions from the outbox, in one
+// batch. It is not synced: losing it in a crash only delivers the
+// completions again, which consumers dedupe.
+func (db *DB) AckCompletions(cs ...Completion) error {
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	for _, c := range cs {
+		if err := b.Delete(c.key(), nil); err != nil {
+			return fmt.Errorf("ack completion of execution %s seq %d: %w", c.Execution, c.Seq, err)
+		}
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("ack %d completions: %w", len(cs), err)
 	}
 	return nil
 }

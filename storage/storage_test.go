@@ -675,7 +675,7 @@ func TestCompletions(t *testing.T) {
 		t.Fatalf("Completions(3) = %v, %v; want %v", got, err, want[:3])
 	}
 	for _, c := range got {
-		if err := db.AckCompletion(c); err != nil {
+		if err := db.AckCompletions(c); err != nil {
 			t.Fatal(err)
 		}
 	}

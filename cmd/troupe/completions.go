@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/troupehq/troupe/domain"
 	"github.com/troupehq/troupe/metrics"
@@ -12,9 +11,13 @@ import (
 )
 
 // completions delivers the outbox: each terminal transition leaves an entry
-// in the same batch, and this dispatcher announces it to whoever waits on
-// that execution, then deletes it. An entry survives a crash, so every
-// completion is announced at least once; waiters re-read the record, so a
+// in the same batch, and the execution actor that committed it hands the
+// terminal record here (Completed), so delivery needs no read of the store.
+// This dispatcher records the metrics, wakes whoever waits on that
+// execution, and deletes the entries. Entries a crash left behind are
+// delivered from the store when the dispatcher is created, before anything
+// of this process can finish: every completion is announced at least once,
+// and only a crash can make it twice; waiters re-read the record, so a
 // repeat is harmless.
 type completions struct {
 	store   *storage.DB
@@ -22,15 +25,22 @@ type completions struct {
 	log     *slog.Logger
 	kick    chan struct{}
 	mu      sync.Mutex
+	queue   []*domain.Execution // committed terminal records, not yet delivered
 	waiters map[domain.ID][]chan struct{}
 }
 
 func newCompletions(store *storage.DB, m *metrics.Metrics, log *slog.Logger) *completions {
-	return &completions{store: store, metrics: m, log: log, kick: make(chan struct{}, 1), waiters: map[domain.ID][]chan struct{}{}}
+	c := &completions{store: store, metrics: m, log: log, kick: make(chan struct{}, 1), waiters: map[domain.ID][]chan struct{}{}}
+	c.redeliver()
+	return c
 }
 
-// Kick wakes the dispatcher; it never blocks.
-func (c *completions) Kick() {
+// Completed queues the delivery of a terminal record whose transition (and
+// so its outbox entry) is committed; it never blocks.
+func (c *completions) Completed(ex *domain.Execution) {
+	c.mu.Lock()
+	c.queue = append(c.queue, ex)
+	c.mu.Unlock()
 	select {
 	case c.kick <- struct{}{}:
 	default:
@@ -38,21 +48,39 @@ func (c *completions) Kick() {
 }
 
 func (c *completions) run(ctx context.Context) {
-	poll := time.NewTicker(time.Second) // in case a kick was lost to a crash or a full channel
-	defer poll.Stop()
 	for {
-		c.drain()
 		select {
 		case <-ctx.Done():
-			c.drain()
+			c.deliver()
 			return
 		case <-c.kick:
-		case <-poll.C:
+			c.deliver()
 		}
 	}
 }
 
-func (c *completions) drain() {
+func (c *completions) deliver() {
+	c.mu.Lock()
+	batch := c.queue
+	c.queue = nil
+	c.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	acks := make([]storage.Completion, len(batch))
+	for i, ex := range batch {
+		c.observe(ex)
+		c.announce(ex.ID)
+		acks[i] = storage.Completion{Execution: ex.ID, Seq: ex.Seq}
+	}
+	if err := c.store.AckCompletions(acks...); err != nil {
+		c.log.Error("ack completions", "n", len(acks), "err", err)
+	}
+}
+
+// redeliver delivers the entries a previous process committed but did not
+// get to delete; only they need the records read back.
+func (c *completions) redeliver() {
 	for {
 		batch, err := c.store.Completions(1024)
 		if err != nil {
@@ -60,10 +88,15 @@ func (c *completions) drain() {
 			return
 		}
 		for _, done := range batch {
-			c.observe(done.Execution)
-			c.announce(done.Execution)
-			if err := c.store.AckCompletion(done); err != nil {
+			ex, err := c.store.Execution(done.Execution)
+			if err != nil {
+				c.log.Error("read finished execution", "execution", done.Execution, "err", err)
+			} else {
+				c.observe(ex)
+			}
+			if err := c.store.AckCompletions(done); err != nil {
 				c.log.Error("ack completion", "execution", done.Execution, "err", err)
+				return
 			}
 		}
 		if len(batch) < 1024 {
@@ -74,12 +107,7 @@ func (c *completions) drain() {
 
 // observe records a finished execution's metrics; the outbox makes this
 // once per execution rather than once per report.
-func (c *completions) observe(id domain.ID) {
-	ex, err := c.store.Execution(id)
-	if err != nil {
-		c.log.Error("read finished execution", "execution", id, "err", err)
-		return
-	}
+func (c *completions) observe(ex *domain.Execution) {
 	m := c.metrics
 	m.ExecutionsFinished.WithLabelValues(ex.Action, ex.Runtime, string(ex.Status)).Inc()
 	if ex.FinishedAt != nil {

@@ -159,7 +159,7 @@ func (n *node) startActors() {
 			Metrics: n.metrics, Logger: n.log.With("component", "worker")}), protocol.WorkerActor)
 	}
 	spawn(execution.Props(execution.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.catalog,
-		Placement: placement{n: n}, OnTerminal: func(*domain.Execution) { n.done.Kick() },
+		Placement: placement{n: n}, OnTerminal: n.done.Completed,
 		PlacementTimeout: n.cfg.Placement, Metrics: n.metrics, Logger: n.log.With("component", "execution")}), protocol.ExecutionsActor)
 
 	var compiled []*rules.Compiled
@@ -228,7 +228,6 @@ func (n *node) recover() error {
 			restarted++
 		}
 	}
-	n.done.Kick()
 	if len(active) > 0 {
 		n.log.Info("recovered executions", "requeued", restarted, "abandoned", abandoned)
 	}
@@ -236,10 +235,13 @@ func (n *node) recover() error {
 }
 
 func (n *node) abandon(ex *domain.Execution) error {
-	_, _, err := n.store.Apply(ex.ID, storage.Transition{Attempt: ex.Attempt, To: domain.StatusAbandoned, At: time.Now(),
+	done, applied, err := n.store.Apply(ex.ID, storage.Transition{Attempt: ex.Attempt, To: domain.StatusAbandoned, At: time.Now(),
 		Error: fmt.Sprintf("node %s stopped while the execution was %s; it may have run in part", n.cfg.NodeName, ex.Status)})
 	if err != nil {
 		return fmt.Errorf("recover execution %s: %w", ex.ID, err)
+	}
+	if applied {
+		n.done.Completed(done)
 	}
 	return nil
 }
