@@ -35,9 +35,9 @@ bench: build ## the standard benchmark suite: one node, 64 clients, 10s each, wi
 lint: ## go vet
 	$(GO) vet $(PKGS)
 
-proto: $(PROTOC_GEN_GO) ## regenerate actors/protocol/*.pb.go (installs protoc from Debian when missing)
+proto: $(PROTOC_GEN_GO) ## regenerate actors/protocol/*.pb.go and storage/internal/recordpb/*.pb.go (installs protoc from Debian when missing)
 	@command -v protoc >/dev/null || (apt-get update -qq && apt-get install -y -qq protobuf-compiler)
-	PATH="$(CURDIR)/.bin:$$PATH" protoc --go_out=. --go_opt=module=github.com/troupehq/troupe actors/protocol/*.proto
+	PATH="$(CURDIR)/.bin:$$PATH" protoc --go_out=. --go_opt=module=github.com/troupehq/troupe actors/protocol/*.proto storage/internal/recordpb/*.proto
 
 $(PROTOC_GEN_GO): go.mod
 	GOBIN="$(CURDIR)/.bin" $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go

@@ -3,13 +3,45 @@ package storage
 import (
 	"encoding/json"
 	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/storage/internal/recordpb"
 )
 
-// The codec is the one place that knows how records become bytes, so that
-// JSON can later give way to protobuf without touching anything else.
+// The codec is the one place that knows how records become bytes. The
+// records of the execution pipeline (events, enforcements, executions,
+// history) are protobuf messages (recordpb): every execution writes and
+// reads them several times, and JSON's reflection made decoding them the
+// largest share of a node's CPU. Anything else, and records written before
+// the switch, are JSON: a JSON record starts with '{', which no protobuf
+// encoding of these messages does (it would be field 15 as a group), so the
+// first byte tells them apart.
 
 func encode(v any) ([]byte, error) {
-	b, err := json.Marshal(v)
+	var m proto.Message
+	var err error
+	switch r := v.(type) {
+	case *domain.Event:
+		m, err = eventPB(r)
+	case *domain.Enforcement:
+		m = enforcementPB(r)
+	case *domain.Execution:
+		m, err = executionPB(r)
+	case *domain.HistoryEntry:
+		m = historyPB(r)
+	default:
+		var b []byte
+		if b, err = json.Marshal(v); err == nil {
+			return b, nil
+		}
+	}
+	var b []byte
+	if err == nil {
+		b, err = proto.Marshal(m)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("encode %T: %w", v, err)
 	}
@@ -20,8 +52,211 @@ func encode(v any) ([]byte, error) {
 // that is reused once the iterator moves or the Get closer is closed.
 func decode[T any](b []byte) (*T, error) {
 	v := new(T)
-	if err := json.Unmarshal(b, v); err != nil {
+	var err error
+	if len(b) > 0 && b[0] == '{' {
+		err = json.Unmarshal(b, v)
+	} else {
+		err = decodePB(b, v)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("decode %T: %w", v, err)
 	}
 	return v, nil
+}
+
+func decodePB(b []byte, v any) error {
+	switch r := v.(type) {
+	case *domain.Event:
+		var m recordpb.Event
+		if err := proto.Unmarshal(b, &m); err != nil {
+			return err
+		}
+		return fromEventPB(&m, r)
+	case *domain.Enforcement:
+		var m recordpb.Enforcement
+		if err := proto.Unmarshal(b, &m); err != nil {
+			return err
+		}
+		return fromEnforcementPB(&m, r)
+	case *domain.Execution:
+		var m recordpb.Execution
+		if err := proto.Unmarshal(b, &m); err != nil {
+			return err
+		}
+		return fromExecutionPB(&m, r)
+	case *domain.HistoryEntry:
+		var m recordpb.HistoryEntry
+		if err := proto.Unmarshal(b, &m); err != nil {
+			return err
+		}
+		fromHistoryPB(&m, r)
+		return nil
+	}
+	return fmt.Errorf("%d bytes that are not JSON", len(b))
+}
+
+func eventPB(ev *domain.Event) (*recordpb.Event, error) {
+	payload, err := jsonObject(ev.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("payload: %w", err)
+	}
+	return &recordpb.Event{Id: idBytes(ev.ID), Trigger: ev.Trigger, Instance: ev.Instance, PayloadJson: payload,
+		Source: ev.Source, Node: ev.Node, CreatedUnixNano: nanos(ev.CreatedAt)}, nil
+}
+
+func fromEventPB(m *recordpb.Event, ev *domain.Event) error {
+	var err error
+	if ev.ID, err = idOf(m.Id, "id"); err != nil {
+		return err
+	}
+	if ev.Payload, err = objectOf(m.PayloadJson); err != nil {
+		return fmt.Errorf("payload: %w", err)
+	}
+	ev.Trigger, ev.Instance, ev.Source, ev.Node, ev.CreatedAt = m.Trigger, m.Instance, m.Source, m.Node, timeOf(m.CreatedUnixNano)
+	return nil
+}
+
+func enforcementPB(en *domain.Enforcement) *recordpb.Enforcement {
+	return &recordpb.Enforcement{Id: idBytes(en.ID), Event: idBytes(en.Event), Rule: en.Rule, Action: en.Action,
+		Status: string(en.Status), Error: en.Error, Execution: idBytes(en.Execution), Node: en.Node,
+		CreatedUnixNano: nanos(en.CreatedAt)}
+}
+
+func fromEnforcementPB(m *recordpb.Enforcement, en *domain.Enforcement) error {
+	var err error
+	if en.ID, err = idOf(m.Id, "id"); err != nil {
+		return err
+	}
+	if en.Event, err = idOf(m.Event, "event"); err != nil {
+		return err
+	}
+	if en.Execution, err = idOf(m.Execution, "execution"); err != nil {
+		return err
+	}
+	en.Rule, en.Action, en.Status, en.Error = m.Rule, m.Action, domain.EnforcementStatus(m.Status), m.Error
+	en.Node, en.CreatedAt = m.Node, timeOf(m.CreatedUnixNano)
+	return nil
+}
+
+func executionPB(ex *domain.Execution) (*recordpb.Execution, error) {
+	params, err := jsonObject(ex.Parameters)
+	if err != nil {
+		return nil, fmt.Errorf("parameters: %w", err)
+	}
+	m := &recordpb.Execution{Id: idBytes(ex.ID), Action: ex.Action, Runtime: ex.Runtime, Status: string(ex.Status),
+		ParametersJson: params, Attempt: int64(ex.Attempt), Seq: ex.Seq, Rule: ex.Rule, Event: idBytes(ex.Event),
+		Enforcement: idBytes(ex.Enforcement), Node: ex.Node, Worker: ex.Worker, CreatedUnixNano: nanos(ex.CreatedAt),
+		StartedUnixNano: nanosOf(ex.StartedAt), FinishedUnixNano: nanosOf(ex.FinishedAt), Error: ex.Error, Secret: ex.Secret}
+	if r := ex.Result; r != nil {
+		m.Result = &recordpb.Result{ExitCode: int64(r.ExitCode), Stdout: r.Stdout, Stderr: r.Stderr, OutputJson: r.Output}
+	}
+	return m, nil
+}
+
+func fromExecutionPB(m *recordpb.Execution, ex *domain.Execution) error {
+	var err error
+	if ex.ID, err = idOf(m.Id, "id"); err != nil {
+		return err
+	}
+	if ex.Event, err = idOf(m.Event, "event"); err != nil {
+		return err
+	}
+	if ex.Enforcement, err = idOf(m.Enforcement, "enforcement"); err != nil {
+		return err
+	}
+	if ex.Parameters, err = objectOf(m.ParametersJson); err != nil {
+		return fmt.Errorf("parameters: %w", err)
+	}
+	ex.Action, ex.Runtime, ex.Status, ex.Attempt, ex.Seq = m.Action, m.Runtime, domain.Status(m.Status), int(m.Attempt), m.Seq
+	ex.Rule, ex.Node, ex.Worker, ex.Error, ex.Secret = m.Rule, m.Node, m.Worker, m.Error, m.Secret
+	ex.CreatedAt, ex.StartedAt, ex.FinishedAt = timeOf(m.CreatedUnixNano), timePtr(m.StartedUnixNano), timePtr(m.FinishedUnixNano)
+	if r := m.Result; r != nil {
+		ex.Result = &domain.Result{ExitCode: int(r.ExitCode), Stdout: r.Stdout, Stderr: r.Stderr, Output: r.OutputJson}
+	}
+	return nil
+}
+
+func historyPB(h *domain.HistoryEntry) *recordpb.HistoryEntry {
+	return &recordpb.HistoryEntry{Status: string(h.Status), AtUnixNano: nanos(h.At), Attempt: int64(h.Attempt),
+		Seq: h.Seq, Node: h.Node, Error: h.Error}
+}
+
+func fromHistoryPB(m *recordpb.HistoryEntry, h *domain.HistoryEntry) {
+	*h = domain.HistoryEntry{Status: domain.Status(m.Status), At: timeOf(m.AtUnixNano), Attempt: int(m.Attempt),
+		Seq: m.Seq, Node: m.Node, Error: m.Error}
+}
+
+// jsonObject encodes a JSON-object field; nil stays absent, so that it
+// decodes to nil again.
+func jsonObject(v map[string]any) ([]byte, error) {
+	if v == nil {
+		return nil, nil
+	}
+	if len(v) == 0 {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(v)
+}
+
+func objectOf(b []byte) (map[string]any, error) {
+	switch {
+	case len(b) == 0:
+		return nil, nil
+	case string(b) == "{}":
+		return map[string]any{}, nil
+	}
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func nanosOf(t *time.Time) int64 {
+	if t == nil {
+		return 0
+	}
+	return nanos(*t)
+}
+
+func timeOf(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func timePtr(n int64) *time.Time {
+	if n == 0 {
+		return nil
+	}
+	t := timeOf(n)
+	return &t
+}
+
+// idOf reads a stored ID; a field of the wrong length is corruption.
+func idOf(b []byte, what string) (domain.ID, error) {
+	var id domain.ID
+	if len(b) == 0 {
+		return id, nil
+	}
+	if len(b) != len(id) {
+		return id, fmt.Errorf("%s: %d bytes, want %d", what, len(b), len(id))
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
+func idBytes(id domain.ID) []byte {
+	if id.IsZero() {
+		return nil
+	}
+	return id[:]
 }
