@@ -21,6 +21,14 @@ type Backend interface {
 	Enforcement(ctx context.Context, id domain.ID) (*domain.Enforcement, error)
 	Enforcements(ctx context.Context, q ListQuery) (Page[*domain.Enforcement], error)
 	Packs() []*domain.Pack // the loaded catalog; rules/actions/triggers/sensors endpoints derive from it
+	// PackViews is Packs with where each came from and each member's copy
+	// (domain.Pack's Source, Installed*, Members).
+	PackViews(ctx context.Context) ([]*domain.Pack, error)
+	// InstallPack validates and installs a pack archive (gzipped tar) on
+	// every member; changed is false when those files were installed already.
+	InstallPack(ctx context.Context, archive []byte) (p *domain.Pack, changed bool, err error)
+	// RemovePack uninstalls a pack from every member.
+	RemovePack(ctx context.Context, ref string) error
 	Ready() error
 	// Members is this node's view of the cluster, itself included.
 	Members(ctx context.Context) ([]MemberView, error) // nil once recovery finished and packs are loaded; otherwise the reason

@@ -15,31 +15,38 @@ type catalog[T any] struct {
 	kind  string // singular; the route is /api/v1/<kind>s
 	items func(*domain.Pack) []T
 	ref   func(T) string
+	// members shows, for packs, each member's copy (Backend.PackViews)
+	// rather than this node's catalog alone.
+	members bool
 }
 
 var (
 	packCatalog = catalog[*domain.Pack]{"pack",
 		func(p *domain.Pack) []*domain.Pack { return []*domain.Pack{p} },
-		func(p *domain.Pack) string { return p.Ref }}
+		func(p *domain.Pack) string { return p.Ref }, true}
 	ruleCatalog = catalog[*domain.Rule]{"rule",
 		func(p *domain.Pack) []*domain.Rule { return p.Rules },
-		func(r *domain.Rule) string { return r.Ref }}
+		func(r *domain.Rule) string { return r.Ref }, false}
 	actionCatalog = catalog[*domain.Action]{"action",
 		func(p *domain.Pack) []*domain.Action { return p.Actions },
-		func(a *domain.Action) string { return a.Ref }}
+		func(a *domain.Action) string { return a.Ref }, false}
 	triggerCatalog = catalog[*domain.Trigger]{"trigger",
 		func(p *domain.Pack) []*domain.Trigger { return p.Triggers },
-		func(t *domain.Trigger) string { return t.Ref }}
+		func(t *domain.Trigger) string { return t.Ref }, false}
 	sensorCatalog = catalog[*domain.Sensor]{"sensor",
 		func(p *domain.Pack) []*domain.Sensor { return p.Sensors },
-		func(s *domain.Sensor) string { return s.Ref }}
+		func(s *domain.Sensor) string { return s.Ref }, false}
 )
 
 // register adds the list and get routes of c.
 func (c catalog[T]) register(s *Server) {
 	base := "GET /api/v1/" + c.kind + "s"
-	s.route(base, list(c.list(s.catalog), same[T], nil, "pack"))
-	s.route(base+"/{ref}", get(c.kind, "ref", func(ref string) (string, error) { return ref, nil }, c.get(s.catalog)))
+	packs := s.catalog
+	if c.members {
+		packs = s.packViews
+	}
+	s.route(base, list(c.list(packs), same[T], nil, "pack"))
+	s.route(base+"/{ref}", get(c.kind, "ref", func(ref string) (string, error) { return ref, nil }, c.get(packs)))
 }
 
 // sorted returns the items of the packs (of pack only, when set) by ref.
@@ -54,9 +61,13 @@ func (c catalog[T]) sorted(packs []*domain.Pack, pack string) []T {
 	return out
 }
 
-func (c catalog[T]) list(packs func() []*domain.Pack) func(context.Context, ListQuery) (Page[T], error) {
-	return func(_ context.Context, q ListQuery) (Page[T], error) {
-		items := c.sorted(packs(), q.Pack)
+func (c catalog[T]) list(packs func(context.Context) ([]*domain.Pack, error)) func(context.Context, ListQuery) (Page[T], error) {
+	return func(ctx context.Context, q ListQuery) (Page[T], error) {
+		all, err := packs(ctx)
+		if err != nil {
+			return Page[T]{}, err
+		}
+		items := c.sorted(all, q.Pack)
 		// The cursor need not exist any more (a pack may have been reloaded
 		// since): resume at the first ref after it.
 		i, found := slices.BinarySearchFunc(items, q.Cursor, func(it T, cur string) int { return strings.Compare(c.ref(it), cur) })
@@ -72,9 +83,14 @@ func (c catalog[T]) list(packs func() []*domain.Pack) func(context.Context, List
 	}
 }
 
-func (c catalog[T]) get(packs func() []*domain.Pack) func(context.Context, string) (T, error) {
-	return func(_ context.Context, ref string) (T, error) {
-		items := c.sorted(packs(), "")
+func (c catalog[T]) get(packs func(context.Context) ([]*domain.Pack, error)) func(context.Context, string) (T, error) {
+	return func(ctx context.Context, ref string) (T, error) {
+		var zero T
+		all, err := packs(ctx)
+		if err != nil {
+			return zero, err
+		}
+		items := c.sorted(all, "")
 		refs := make([]string, len(items))
 		for i, it := range items {
 			if c.ref(it) == ref {
@@ -86,7 +102,6 @@ func (c catalog[T]) get(packs func() []*domain.Pack) func(context.Context, strin
 		if s := domain.Suggest(ref, refs); s != "" {
 			hint = fmt.Sprintf(" (did you mean %s?)", s)
 		}
-		var zero T
 		return zero, fmt.Errorf("%s %q: %w%s", c.kind, ref, domain.ErrNotFound, hint)
 	}
 }

@@ -140,13 +140,42 @@ func (c *Client) Packs(ctx context.Context, q ListQuery) (Page[*domain.Pack], er
 	return fetch[Page[*domain.Pack]](ctx, c, "/api/v1/packs", q.values())
 }
 
-// Ready returns nil when the node is ready, else an *Error giving the reason.
+// InstallPack uploads a pack archive (a gzipped tar of the pack's
+// directory, see packs.Archive); changed is false when every member had
+// those files already.
+func (c *Client) InstallPack(ctx context.Context, archive []byte) (p *domain.Pack, changed bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Addr+"/api/v1/packs", bytes.NewReader(archive))
+	if err != nil {
+		return nil, false, err
+	}
+	req.Header.Set("Content-Type", "application/gzip")
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return nil, false, responseError(resp)
+	}
+	p = new(domain.Pack)
+	if err := json.NewDecoder(resp.Body).Decode(p); err != nil {
+		return nil, false, fmt.Errorf("decode answer to POST /api/v1/packs: %w", err)
+	}
+	return p, resp.StatusCode == http.StatusCreated, nil
+}
+
+// RemovePack uninstalls a pack from every member.
+func (c *Client) RemovePack(ctx context.Context, ref string) error {
+	return c.do(ctx, http.MethodDelete, "/api/v1/packs/"+url.PathEscape(ref), nil, nil, nil)
+}
+
 // Members lists the cluster's members as the node sees them.
 func (c *Client) Members(ctx context.Context) ([]MemberView, error) {
 	p, err := fetch[Page[MemberView]](ctx, c, "/api/v1/members", nil)
 	return p.Items, err
 }
 
+// Ready returns nil when the node is ready, else an *Error giving the reason.
 func (c *Client) Ready(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/readyz", nil, nil, nil)
 }
@@ -167,6 +196,13 @@ func (q ListQuery) values() url.Values {
 		v.Set("limit", strconv.Itoa(q.Limit))
 	}
 	return v
+}
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP == nil {
+		return http.DefaultClient
+	}
+	return c.HTTP
 }
 
 func fetch[T any](ctx context.Context, c *Client, path string, q url.Values) (T, error) {
@@ -204,11 +240,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
+	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		return err
 	}

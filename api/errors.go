@@ -34,6 +34,11 @@ const (
 	CodeInvalidParameters = "invalid_parameters"
 	CodeNotReady          = "not_ready"
 	CodeInternal          = "internal"
+	CodeMisdirected       = "misdirected"  // this node's roles leave the API out; the message names the members that serve it
+	CodeNoMember          = "no_member"    // no live member holds the role the request needs
+	CodeInvalidPack       = "invalid_pack" // an uploaded pack that is no pack or does not load
+	CodeConflict          = "conflict"     // e.g. removing a pack others use, replacing core
+	CodeUnsupportedType   = "unsupported_media_type"
 )
 
 // codeStatus is the one table deciding the HTTP status of each code.
@@ -46,6 +51,11 @@ var codeStatus = map[string]int{
 	CodeInvalidParameters: http.StatusUnprocessableEntity,
 	CodeNotReady:          http.StatusServiceUnavailable,
 	CodeInternal:          http.StatusInternalServerError,
+	CodeMisdirected:       http.StatusMisdirectedRequest,
+	CodeNoMember:          http.StatusServiceUnavailable,
+	CodeInvalidPack:       http.StatusUnprocessableEntity,
+	CodeConflict:          http.StatusConflict,
+	CodeUnsupportedType:   http.StatusUnsupportedMediaType,
 }
 
 // NewError builds an API error with a code from the table; a Backend

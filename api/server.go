@@ -41,15 +41,18 @@ type Config struct {
 	// Metrics, when non-nil, is served at GET /metrics (typically promhttp
 	// over the node's registry).
 	Metrics http.Handler
+	// MaxPack is the largest pack archive POST /api/v1/packs accepts, in
+	// bytes. Zero means the default, 32 MiB.
+	MaxPack int64
 }
 
 // DefaultConfig returns the defaults described on Config.
-func DefaultConfig() Config { return Config{MaxBody: 1 << 20} }
+func DefaultConfig() Config { return Config{MaxBody: 1 << 20, MaxPack: 32 << 20} }
 
 // Validate reports every problem of c.
 func (c Config) Validate() error {
-	if c.MaxBody < 0 {
-		return fmt.Errorf("api: max body %d must not be negative", c.MaxBody)
+	if c.MaxBody < 0 || c.MaxPack < 0 {
+		return fmt.Errorf("api: max body %d and max pack %d must not be negative", c.MaxBody, c.MaxPack)
 	}
 	return nil
 }
@@ -75,6 +78,9 @@ func NewServer(cfg Config, b Backend, reg prometheus.Registerer) (*Server, error
 	}
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = DefaultConfig().MaxBody
+	}
+	if cfg.MaxPack == 0 {
+		cfg.MaxPack = DefaultConfig().MaxPack
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -116,6 +122,14 @@ func (s *Server) routes() {
 	s.route("GET /api/v1/enforcements", list(s.b.Enforcements, same[*domain.Enforcement], validID, "rule", "event"))
 	s.route("GET /api/v1/enforcements/{id}", get("enforcement", "id", domain.ParseID, s.b.Enforcement))
 	packCatalog.register(s)
+	s.route("POST /api/v1/packs", s.installPack)
+	s.route("DELETE /api/v1/packs/{ref}", func(_ http.ResponseWriter, r *http.Request) (int, any, error) {
+		ref := r.PathValue("ref")
+		if err := s.b.RemovePack(r.Context(), ref); err != nil {
+			return 0, nil, named(err, "pack", ref)
+		}
+		return http.StatusOK, map[string]any{"ref": ref, "removed": true}, nil
+	})
 	ruleCatalog.register(s)
 	actionCatalog.register(s)
 	triggerCatalog.register(s)
@@ -274,6 +288,35 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return newError(CodeInvalidJSON, "invalid JSON at %s: data after the top-level value", where(body, extra+1))
 	}
 	return nil
+}
+
+// packTypes are the media types of a pack archive; curl's default for
+// --data-binary (form-urlencoded) is refused so that a forgotten header
+// gets a clear answer rather than a confusing gzip error.
+var packTypes = []string{"application/gzip", "application/x-gzip", "application/x-tar+gzip", "application/octet-stream"}
+
+// installPack takes a pack as a gzipped tar of its directory.
+func (s *Server) installPack(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	if !slices.Contains(packTypes, strings.TrimSpace(strings.ToLower(ct))) {
+		return 0, nil, newError(CodeUnsupportedType, "Content-Type %q: send the pack as a gzipped tar of its directory (%s), e.g. `tar czf - -C mypack . | curl --data-binary @- -H 'Content-Type: application/gzip' …` or `troupe pack install mypack`",
+			ct, strings.Join(packTypes, ", "))
+	}
+	archive, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxPack))
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		return 0, nil, newError(CodeTooLarge, "pack archive exceeds the limit of %d bytes", mbe.Limit)
+	} else if err != nil {
+		return 0, nil, newError(CodeBadRequest, "read request body: %v", err)
+	}
+	p, changed, err := s.b.InstallPack(r.Context(), archive)
+	if err != nil {
+		return 0, nil, err
+	}
+	code := http.StatusCreated
+	if !changed {
+		code = http.StatusOK
+	}
+	return code, maskCatalog([]*domain.Pack{p})[0], nil
 }
 
 // webhookHeaders are kept out of events: they authenticate the caller to
@@ -440,4 +483,13 @@ func get[K, T any](kind, key string, parse func(string) (K, error), fetch func(c
 }
 
 // catalog is the Backend's packs as the API shows them: secrets masked.
-func (s *Server) catalog() []*domain.Pack { return maskCatalog(s.b.Packs()) }
+func (s *Server) catalog(context.Context) ([]*domain.Pack, error) {
+	return maskCatalog(s.b.Packs()), nil
+}
+
+// packViews is catalog with each member's copy of every pack.
+func (s *Server) packViews(ctx context.Context) ([]*domain.Pack, error) {
+	ps, err := s.b.PackViews(ctx)
+	return maskCatalog(ps), err
+}
+

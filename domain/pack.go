@@ -20,11 +20,32 @@ type Pack struct {
 	// Dir is the pack's directory on disk; empty for the embedded core pack.
 	Dir string `json:"dir,omitempty"`
 	// Hash is a content hash over every file of the pack, for drift checks.
-	Hash     string     `json:"hash"`
-	Actions  []*Action  `json:"actions"`
-	Rules    []*Rule    `json:"rules"`
-	Triggers []*Trigger `json:"triggers"`
-	Sensors  []*Sensor  `json:"sensors"`
+	Hash string `json:"hash"`
+	// Source, InstalledAt and InstalledOn say where the installed pack came
+	// from: "embedded" (core), "api", or "dir <path>" for a member's --packs.
+	Source      string     `json:"source,omitempty"`
+	InstalledAt *time.Time `json:"installed_at,omitempty"`
+	InstalledOn string     `json:"installed_on,omitempty"`
+	// Members is each member's copy, so drift between members is visible;
+	// only GET /api/v1/packs fills it.
+	Members  []PackMember `json:"members,omitempty"`
+	Actions  []*Action    `json:"actions"`
+	Rules    []*Rule      `json:"rules"`
+	Triggers []*Trigger   `json:"triggers"`
+	Sensors  []*Sensor    `json:"sensors"`
+}
+
+// PackMember is one member's copy of a pack.
+type PackMember struct {
+	Node    string `json:"node"`
+	Version string `json:"version,omitempty"`
+	Hash    string `json:"hash,omitempty"`
+	// State compares the member's copy with the answering node's:
+	// same, different, missing (the member has no such pack) or unreachable.
+	State string `json:"state"`
+	// Error says why the member is unreachable, or why packs it received
+	// did not load there.
+	Error string `json:"error,omitempty"`
 }
 
 // Param is one action parameter, a JSON Schema property plus `secret`.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -579,26 +578,6 @@ func TestClusterRefusesStrangers(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestClusterPackLoadedOnOneRunsOnAnother: a pack loaded on n1 through the
-// API becomes active on every member and runs on n3.
-func TestClusterPackLoadedOnOneRunsOnAnother(t *testing.T) {
-	n := StartNode(t, "probe")
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, n.Addr+"/api/v1/packs", strings.NewReader("{}"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
-		t.Skipf("no pack-loading API yet (POST /api/v1/packs answers %d)", resp.StatusCode)
-	}
-	t.Skipf("POST /api/v1/packs answers %d: write this test against the new pack-loading API", resp.StatusCode)
 }
 
 type ledgerEntry struct {

@@ -3,6 +3,7 @@ package packs
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -41,6 +42,21 @@ func (c *Catalog) Action(ref string) (*domain.Action, bool)   { return c.actions
 func (c *Catalog) Rule(ref string) (*domain.Rule, bool)       { return c.rules.get(ref) }
 func (c *Catalog) Trigger(ref string) (*domain.Trigger, bool) { return c.triggers.get(ref) }
 func (c *Catalog) Sensor(ref string) (*domain.Sensor, bool)   { return c.sensors.get(ref) }
+
+// Locate names an action's script by its pack's content hash and its path
+// in the pack, which are the same on every member, unlike EntryPoint.
+func (c *Catalog) Locate(a *domain.Action) (packHash, rel string) {
+	ref, _, _ := strings.Cut(a.Ref, ".")
+	p, ok := c.Pack(ref)
+	if !ok || p.Dir == "" || a.EntryPoint == "" {
+		return "", ""
+	}
+	rel, err := filepath.Rel(p.Dir, a.EntryPoint)
+	if err != nil || !filepath.IsLocal(rel) {
+		return "", ""
+	}
+	return p.Hash, filepath.ToSlash(rel)
+}
 
 // Warnings lists what loaded but may not run, such as actions whose runtime
 // no node offers.

@@ -239,16 +239,8 @@ func (n *node) valOrNil() any {
 // dot-files such as .git, so nodes can tell whether they load the same pack.
 func hashFS(fsys fs.FS) (string, error) {
 	h := sha256.New()
-	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		switch {
-		case err != nil:
-			return err
-		case p != "." && strings.HasPrefix(d.Name(), "."):
-			if d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		case d.IsDir():
+	err := walkPack(fsys, func(p string, d fs.DirEntry) error {
+		if d.IsDir() {
 			return nil
 		}
 		b, err := fs.ReadFile(fsys, p)

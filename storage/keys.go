@@ -15,6 +15,8 @@ const (
 	pfxHistory     = "eh/" // eh/<id><seq>: domain.HistoryEntry
 	pfxActive      = "ea/" // ea/<status>/<id>: empty; only non-terminal executions
 	pfxOutbox      = "ob/" // ob/<id><seq>: empty; one per terminal transition
+	pfxPack        = "pk/" // pk/<ref>: PackRecord, the pack set the cluster converges on
+	pfxPackDir     = "pd/" // pd/<ref>: hash of the pack last loaded from this node's own --packs
 )
 
 // key is prefix + id + each of seqs big-endian, so numeric order is key order.

@@ -27,6 +27,9 @@ type Store interface {
 // Catalog resolves an action ref to its current definition at assignment time.
 type Catalog interface {
 	Action(ref string) (*domain.Action, bool)
+	// Locate names an action's script by its pack's content hash and its
+	// path in the pack ("", "" for actions without one).
+	Locate(a *domain.Action) (packHash, rel string)
 }
 
 // Placement picks the worker that should run an execution needing runtime.
@@ -349,10 +352,12 @@ func (c *child) onGrant(ctx actor.Context, g *protocol.SlotGrant) {
 		release()
 		return
 	}
+	hash, rel := c.cfg.Catalog.Locate(action)
 	ctx.Send(worker, &protocol.Assign{
 		ExecutionId: c.id[:], Attempt: g.Attempt, Action: action.Ref, Runtime: action.Runtime,
 		EntryPoint: action.EntryPoint, Cmd: action.Cmd, ParametersJson: params,
 		TimeoutMs: action.Timeout.Milliseconds(), OwnerAddress: ctx.ActorSystem().Address(), OwnerNode: c.cfg.Node,
+		PackHash: hash, EntryRel: rel,
 	})
 	if c.retry != nil {
 		c.retry()

@@ -36,6 +36,9 @@ type catalog map[string]*domain.Action
 
 func (c catalog) Action(ref string) (*domain.Action, bool) { a, ok := c[ref]; return a, ok }
 
+// Locate leaves entry points as they are: the worker is on this node.
+func (c catalog) Locate(*domain.Action) (string, string) { return "", "" }
+
 // placement sends every execution whose runtime the registry has to the
 // node's own worker, as a single node does. While noWorker is set it answers
 // as a cluster that has no member for the runtime yet; members in dead are

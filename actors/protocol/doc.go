@@ -11,4 +11,5 @@ const (
 	RulesActor      = "rules"
 	ExecutionsActor = "executions"
 	WorkerActor     = "worker"
+	PacksActor      = "packs"
 )

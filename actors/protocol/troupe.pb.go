@@ -440,8 +440,12 @@ type Assign struct {
 	TimeoutMs      int64                  `protobuf:"varint,8,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	OwnerAddress   string                 `protobuf:"bytes,9,opt,name=owner_address,json=ownerAddress,proto3" json:"owner_address,omitempty"`
 	OwnerNode      string                 `protobuf:"bytes,10,opt,name=owner_node,json=ownerNode,proto3" json:"owner_node,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// pack_hash and entry_rel locate the script in the worker's own copy of
+	// the pack: entry_point is a path on the owner, whose data dir differs.
+	PackHash      string `protobuf:"bytes,11,opt,name=pack_hash,json=packHash,proto3" json:"pack_hash,omitempty"`
+	EntryRel      string `protobuf:"bytes,12,opt,name=entry_rel,json=entryRel,proto3" json:"entry_rel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assign) Reset() {
@@ -540,6 +544,20 @@ func (x *Assign) GetOwnerAddress() string {
 func (x *Assign) GetOwnerNode() string {
 	if x != nil {
 		return x.OwnerNode
+	}
+	return ""
+}
+
+func (x *Assign) GetPackHash() string {
+	if x != nil {
+		return x.PackHash
+	}
+	return ""
+}
+
+func (x *Assign) GetEntryRel() string {
+	if x != nil {
+		return x.EntryRel
 	}
 	return ""
 }
@@ -956,6 +974,304 @@ func (x *MemberDown) GetStatus() string {
 	return ""
 }
 
+// PackEntry describes one installed pack record (not its files). Members
+// compare entries to find the packs they lack or hold an older version of.
+type PackEntry struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Ref                 string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Version             string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Hash                string                 `protobuf:"bytes,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	InstalledAtUnixNano int64                  `protobuf:"varint,4,opt,name=installed_at_unix_nano,json=installedAtUnixNano,proto3" json:"installed_at_unix_nano,omitempty"`
+	InstalledOn         string                 `protobuf:"bytes,5,opt,name=installed_on,json=installedOn,proto3" json:"installed_on,omitempty"` // the member it was installed on
+	Source              string                 `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`                              // "api" or "dir <path>"
+	Deleted             bool                   `protobuf:"varint,7,opt,name=deleted,proto3" json:"deleted,omitempty"`                           // a removal, kept so that it spreads
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *PackEntry) Reset() {
+	*x = PackEntry{}
+	mi := &file_actors_protocol_troupe_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackEntry) ProtoMessage() {}
+
+func (x *PackEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_protocol_troupe_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackEntry.ProtoReflect.Descriptor instead.
+func (*PackEntry) Descriptor() ([]byte, []int) {
+	return file_actors_protocol_troupe_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PackEntry) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *PackEntry) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *PackEntry) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *PackEntry) GetInstalledAtUnixNano() int64 {
+	if x != nil {
+		return x.InstalledAtUnixNano
+	}
+	return 0
+}
+
+func (x *PackEntry) GetInstalledOn() string {
+	if x != nil {
+		return x.InstalledOn
+	}
+	return ""
+}
+
+func (x *PackEntry) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *PackEntry) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+// ListPacks asks a member's packs actor for its manifest.
+type ListPacks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPacks) Reset() {
+	*x = ListPacks{}
+	mi := &file_actors_protocol_troupe_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPacks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPacks) ProtoMessage() {}
+
+func (x *ListPacks) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_protocol_troupe_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPacks.ProtoReflect.Descriptor instead.
+func (*ListPacks) Descriptor() ([]byte, []int) {
+	return file_actors_protocol_troupe_proto_rawDescGZIP(), []int{15}
+}
+
+type PackManifest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Packs []*PackEntry           `protobuf:"bytes,2,rep,name=packs,proto3" json:"packs,omitempty"`
+	// Failed says why the member runs on an older pack set than its records
+	// (a pack it received did not load there); empty when it runs them all.
+	Failed        string `protobuf:"bytes,3,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackManifest) Reset() {
+	*x = PackManifest{}
+	mi := &file_actors_protocol_troupe_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackManifest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackManifest) ProtoMessage() {}
+
+func (x *PackManifest) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_protocol_troupe_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackManifest.ProtoReflect.Descriptor instead.
+func (*PackManifest) Descriptor() ([]byte, []int) {
+	return file_actors_protocol_troupe_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PackManifest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PackManifest) GetPacks() []*PackEntry {
+	if x != nil {
+		return x.Packs
+	}
+	return nil
+}
+
+func (x *PackManifest) GetFailed() string {
+	if x != nil {
+		return x.Failed
+	}
+	return ""
+}
+
+// FetchPack asks for the archive of one pack record.
+type FetchPack struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchPack) Reset() {
+	*x = FetchPack{}
+	mi := &file_actors_protocol_troupe_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchPack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchPack) ProtoMessage() {}
+
+func (x *FetchPack) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_protocol_troupe_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchPack.ProtoReflect.Descriptor instead.
+func (*FetchPack) Descriptor() ([]byte, []int) {
+	return file_actors_protocol_troupe_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *FetchPack) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type PackArchive struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pack          *PackEntry             `protobuf:"bytes,1,opt,name=pack,proto3" json:"pack,omitempty"`
+	Archive       []byte                 `protobuf:"bytes,2,opt,name=archive,proto3" json:"archive,omitempty"` // gzipped tar, as packs.Archive writes it
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackArchive) Reset() {
+	*x = PackArchive{}
+	mi := &file_actors_protocol_troupe_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackArchive) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackArchive) ProtoMessage() {}
+
+func (x *PackArchive) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_protocol_troupe_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackArchive.ProtoReflect.Descriptor instead.
+func (*PackArchive) Descriptor() ([]byte, []int) {
+	return file_actors_protocol_troupe_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PackArchive) GetPack() *PackEntry {
+	if x != nil {
+		return x.Pack
+	}
+	return nil
+}
+
+func (x *PackArchive) GetArchive() []byte {
+	if x != nil {
+		return x.Archive
+	}
+	return nil
+}
+
+func (x *PackArchive) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_actors_protocol_troupe_proto protoreflect.FileDescriptor
 
 const file_actors_protocol_troupe_proto_rawDesc = "" +
@@ -992,7 +1308,7 @@ const file_actors_protocol_troupe_proto_rawDesc = "" +
 	"\x0eworker_address\x18\x04 \x01(\tR\rworkerAddress\"J\n" +
 	"\vSlotRelease\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\fR\vexecutionId\x12\x18\n" +
-	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\xb6\x02\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\"\xf0\x02\n" +
 	"\x06Assign\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\fR\vexecutionId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
@@ -1007,7 +1323,9 @@ const file_actors_protocol_troupe_proto_rawDesc = "" +
 	"\rowner_address\x18\t \x01(\tR\fownerAddress\x12\x1d\n" +
 	"\n" +
 	"owner_node\x18\n" +
-	" \x01(\tR\townerNode\"v\n" +
+	" \x01(\tR\townerNode\x12\x1b\n" +
+	"\tpack_hash\x18\v \x01(\tR\bpackHash\x12\x1b\n" +
+	"\tentry_rel\x18\f \x01(\tR\bentryRel\"v\n" +
 	"\x06Result\x12\x1b\n" +
 	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\tR\x06stdout\x12\x16\n" +
@@ -1037,7 +1355,26 @@ const file_actors_protocol_troupe_proto_rawDesc = "" +
 	"\n" +
 	"MemberDown\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
-	"\x06status\x18\x02 \x01(\tR\x06statusB,Z*github.com/troupehq/troupe/actors/protocolb\x06proto3"
+	"\x06status\x18\x02 \x01(\tR\x06status\"\xd5\x01\n" +
+	"\tPackEntry\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
+	"\x04hash\x18\x03 \x01(\tR\x04hash\x123\n" +
+	"\x16installed_at_unix_nano\x18\x04 \x01(\x03R\x13installedAtUnixNano\x12!\n" +
+	"\finstalled_on\x18\x05 \x01(\tR\vinstalledOn\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x12\x18\n" +
+	"\adeleted\x18\a \x01(\bR\adeleted\"\v\n" +
+	"\tListPacks\"l\n" +
+	"\fPackManifest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
+	"\x05packs\x18\x02 \x03(\v2\x1a.troupe.protocol.PackEntryR\x05packs\x12\x16\n" +
+	"\x06failed\x18\x03 \x01(\tR\x06failed\"\x1d\n" +
+	"\tFetchPack\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"m\n" +
+	"\vPackArchive\x12.\n" +
+	"\x04pack\x18\x01 \x01(\v2\x1a.troupe.protocol.PackEntryR\x04pack\x12\x18\n" +
+	"\aarchive\x18\x02 \x01(\fR\aarchive\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05errorB,Z*github.com/troupehq/troupe/actors/protocolb\x06proto3"
 
 var (
 	file_actors_protocol_troupe_proto_rawDescOnce sync.Once
@@ -1051,7 +1388,7 @@ func file_actors_protocol_troupe_proto_rawDescGZIP() []byte {
 	return file_actors_protocol_troupe_proto_rawDescData
 }
 
-var file_actors_protocol_troupe_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_actors_protocol_troupe_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_actors_protocol_troupe_proto_goTypes = []any{
 	(*Event)(nil),          // 0: troupe.protocol.Event
 	(*EventAccepted)(nil),  // 1: troupe.protocol.EventAccepted
@@ -1067,15 +1404,22 @@ var file_actors_protocol_troupe_proto_goTypes = []any{
 	(*Touch)(nil),          // 11: troupe.protocol.Touch
 	(*Touched)(nil),        // 12: troupe.protocol.Touched
 	(*MemberDown)(nil),     // 13: troupe.protocol.MemberDown
+	(*PackEntry)(nil),      // 14: troupe.protocol.PackEntry
+	(*ListPacks)(nil),      // 15: troupe.protocol.ListPacks
+	(*PackManifest)(nil),   // 16: troupe.protocol.PackManifest
+	(*FetchPack)(nil),      // 17: troupe.protocol.FetchPack
+	(*PackArchive)(nil),    // 18: troupe.protocol.PackArchive
 }
 var file_actors_protocol_troupe_proto_depIdxs = []int32{
-	7, // 0: troupe.protocol.Step.result:type_name -> troupe.protocol.Result
-	8, // 1: troupe.protocol.Report.steps:type_name -> troupe.protocol.Step
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	7,  // 0: troupe.protocol.Step.result:type_name -> troupe.protocol.Result
+	8,  // 1: troupe.protocol.Report.steps:type_name -> troupe.protocol.Step
+	14, // 2: troupe.protocol.PackManifest.packs:type_name -> troupe.protocol.PackEntry
+	14, // 3: troupe.protocol.PackArchive.pack:type_name -> troupe.protocol.PackEntry
+	4,  // [4:4] is the sub-list for method output_type
+	4,  // [4:4] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_actors_protocol_troupe_proto_init() }
@@ -1089,7 +1433,7 @@ func file_actors_protocol_troupe_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_protocol_troupe_proto_rawDesc), len(file_actors_protocol_troupe_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

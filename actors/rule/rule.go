@@ -56,32 +56,29 @@ func Props(cfg Config) *actor.Props {
 	})
 }
 
+// SetRules replaces the router's rules, e.g. after a pack install. Events
+// already queued are evaluated against the rules they were sent under.
+type SetRules struct{ Rules []*rules.Compiled }
+
 type router struct {
 	cfg      Config
 	children map[string]*actor.PID // by trigger type
+	commits  chan struct{}         // shared: the disk is shared
 }
 
 func (r *router) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		byType := map[string]map[string][]*rules.Compiled{} // trigger type → instance → rules
-		for _, c := range r.cfg.Rules {
-			t := c.Rule.Trigger
-			if byType[t.Type] == nil {
-				byType[t.Type] = map[string][]*rules.Compiled{}
-			}
-			inst := domain.TriggerInstance(t.Type, t.Parameters)
-			byType[t.Type][inst] = append(byType[t.Type][inst], c)
+		r.commits = make(chan struct{}, r.cfg.Commits)
+		r.spawn(ctx, r.cfg.Rules)
+	case *SetRules:
+		// Poison, not Stop: an evaluator finishes the events in its mailbox
+		// first, so none is dropped by the swap.
+		for _, pid := range r.children {
+			ctx.Poison(pid)
 		}
-		commits := make(chan struct{}, r.cfg.Commits) // shared: the disk is shared
-		for typ, rs := range byType {
-			e := &evaluator{cfg: r.cfg, byInstance: rs, commits: commits, log: r.cfg.Logger.With("trigger", typ)}
-			r.children[typ] = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return e }))
-		}
-		// Events of trigger types no rule listens to are still stored.
-		r.children[""] = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
-			return &evaluator{cfg: r.cfg, commits: commits, log: r.cfg.Logger}
-		}))
+		r.children = map[string]*actor.PID{}
+		r.spawn(ctx, msg.Rules)
 	case *protocol.Event:
 		pid, ok := r.children[msg.Trigger]
 		if !ok {
@@ -89,6 +86,27 @@ func (r *router) Receive(ctx actor.Context) {
 		}
 		ctx.Forward(pid)
 	}
+}
+
+// spawn starts one evaluator per trigger type the rules listen to.
+func (r *router) spawn(ctx actor.Context, compiled []*rules.Compiled) {
+	byType := map[string]map[string][]*rules.Compiled{} // trigger type → instance → rules
+	for _, c := range compiled {
+		t := c.Rule.Trigger
+		if byType[t.Type] == nil {
+			byType[t.Type] = map[string][]*rules.Compiled{}
+		}
+		inst := domain.TriggerInstance(t.Type, t.Parameters)
+		byType[t.Type][inst] = append(byType[t.Type][inst], c)
+	}
+	for typ, rs := range byType {
+		e := &evaluator{cfg: r.cfg, byInstance: rs, commits: r.commits, log: r.cfg.Logger.With("trigger", typ)}
+		r.children[typ] = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return e }))
+	}
+	// Events of trigger types no rule listens to are still stored.
+	r.children[""] = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
+		return &evaluator{cfg: r.cfg, commits: r.commits, log: r.cfg.Logger}
+	}))
 }
 
 type evaluator struct {

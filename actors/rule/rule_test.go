@@ -319,3 +319,38 @@ func TestConcurrentEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestSetRulesSwapsTheRulesWithoutDroppingEvents: events sent before the
+// swap are all answered, and events after it see only the new rules.
+func TestSetRulesSwapsTheRulesWithoutDroppingEvents(t *testing.T) {
+	e := start(t)
+	_, compiled := loadCatalog(t)
+	var keep []*rules.Compiled // t.nomatch only: deploys stop matching
+	for _, c := range compiled {
+		if c.Rule.Ref == "t.nomatch" {
+			keep = append(keep, c)
+		}
+	}
+	deploy := map[string]any{"kind": "deploy", "host": "h1"}
+	var before []*actor.Future
+	for range 50 {
+		before = append(before, e.sys.Root.RequestFuture(e.rules, newEvent(t, "t.thing", deploy), 10*time.Second))
+	}
+	e.sys.Root.Send(e.rules, &rule.SetRules{Rules: keep})
+	for i, f := range before {
+		res, err := f.Result()
+		if err != nil {
+			t.Fatalf("event %d sent before the swap got no answer: %v", i, err)
+		}
+		if acc := res.(*protocol.EventAccepted); acc.Error != "" {
+			t.Fatalf("event %d: %s", i, acc.Error)
+		}
+	}
+	ev := newEvent(t, "t.thing", deploy)
+	if acc := e.send(ev); acc.Error != "" || acc.Executions != 0 {
+		t.Fatalf("after the swap a deploy created %d executions (error %q), want 0: t.match is gone", acc.Executions, acc.Error)
+	}
+	if enfs, _ := e.stored(protocol.ID(ev.Id)); len(enfs) != 0 {
+		t.Fatalf("after the swap: %d enforcements, want none", len(enfs))
+	}
+}

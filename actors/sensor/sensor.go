@@ -1,8 +1,10 @@
 package sensor
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -78,9 +80,9 @@ type definition struct {
 
 // definitions maps grain identities to what they run. Identities are
 // hashes, since trigger parameters (cron's "*/5") are no actor names.
-func definitions(cfg Config) map[string]*definition {
+func definitions(rules []*domain.Rule, sensors []*domain.Sensor, log *slog.Logger) map[string]*definition {
 	defs := map[string]*definition{}
-	for _, r := range cfg.Rules {
+	for _, r := range rules {
 		inst := domain.TriggerInstance(r.Trigger.Type, r.Trigger.Parameters)
 		sum := sha256.Sum256([]byte(inst))
 		id := "timer-" + hex.EncodeToString(sum[:10])
@@ -89,56 +91,121 @@ func definitions(cfg Config) map[string]*definition {
 		}
 		sched, err := NewSchedule(r.Trigger.Type, r.Trigger.Parameters)
 		if err != nil {
-			cfg.Logger.Error("timer not started", "rule", r.Ref, "err", err)
+			log.Error("timer not started", "rule", r.Ref, "err", err)
 			continue
 		}
 		if sched != nil {
 			defs[id] = &definition{trigger: r.Trigger.Type, params: r.Trigger.Parameters, instance: inst, sched: sched}
 		}
 	}
-	for _, s := range cfg.Sensors {
+	for _, s := range sensors {
 		defs["script-"+s.Ref] = &definition{sensor: s}
 	}
 	return defs
 }
 
-// NewKind returns the grain kind a sensor-role member registers.
-func NewKind(cfg Config) *protocluster.Kind {
+// same says whether a grain running d can keep running as e. A timer's
+// identity already names its trigger instance; a script sensor's names
+// only its ref, so a new pack version must restart it.
+func (d *definition) same(e *definition) bool {
+	if d.sensor == nil || e.sensor == nil {
+		return d.sensor == e.sensor
+	}
+	a, errA := json.Marshal(d.sensor)
+	b, errB := json.Marshal(e.sensor)
+	return errA == nil && errB == nil && bytes.Equal(a, b)
+}
+
+// Set is the sensors of one sensor-role member: what each grain identity
+// runs, and which grains run here now. Every such member is given the same
+// definitions (from the same packs), so they agree on identities; Update
+// follows pack installs.
+type Set struct {
+	cfg  Config
+	defs atomic.Pointer[map[string]*definition]
+	mu   sync.Mutex
+	here map[string]running // grains active on this member, by identity
+}
+
+type running struct {
+	pid  *actor.PID
+	root *actor.RootContext
+	def  *definition
+}
+
+// NewSet starts from cfg's rules and sensors.
+func NewSet(cfg Config) *Set {
 	cfg.defaults()
-	defs := definitions(cfg)
-	return protocluster.NewKind(Kind, actor.PropsFromProducer(func() actor.Actor {
-		return &grain{cfg: cfg, defs: defs}
-	}))
+	s := &Set{cfg: cfg, here: map[string]running{}}
+	defs := definitions(cfg.Rules, cfg.Sensors, cfg.Logger)
+	s.defs.Store(&defs)
+	return s
+}
+
+func (s *Set) current() map[string]*definition { return *s.defs.Load() }
+
+// Update replaces the definitions. Grains on this member whose definition
+// is gone or changed are stopped; the keepers' next touch starts the new
+// definition wherever its identity now belongs, and nobody touches a
+// removed one again.
+func (s *Set) Update(rules []*domain.Rule, sensors []*domain.Sensor) {
+	defs := definitions(rules, sensors, s.cfg.Logger)
+	s.defs.Store(&defs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, r := range s.here {
+		if d := defs[id]; d == nil || !d.same(r.def) {
+			s.cfg.Logger.Info("sensor definition changed; restarting it", "component", "sensor", "identity", id, "removed", d == nil)
+			r.root.Poison(r.pid)
+			delete(s.here, id)
+		}
+	}
+}
+
+// Kind returns the grain kind a sensor-role member registers.
+func (s *Set) Kind() *protocluster.Kind {
+	return protocluster.NewKind(Kind, actor.PropsFromProducer(func() actor.Actor { return &grain{set: s} }))
 }
 
 // grain hosts one sensor on the member that owns its identity. protoactor
 // stops it when ownership moves (a member joined or left), and the keepers'
 // next touch starts it on the new owner.
 type grain struct {
-	cfg  Config
-	defs map[string]*definition
+	set *Set
+	id  string
 }
 
 func (g *grain) Receive(ctx actor.Context) {
+	cfg := g.set.cfg
 	switch msg := ctx.Message().(type) {
 	case *protocluster.ClusterInit:
-		def := g.defs[msg.Identity.Identity]
+		g.id = msg.Identity.Identity
+		def := g.set.current()[g.id]
 		if def == nil {
-			g.cfg.Logger.Warn("unknown sensor identity; is this member's pack set different?", "identity", msg.Identity.Identity)
+			cfg.Logger.Warn("unknown sensor identity; is this member's pack set different?", "identity", g.id)
 			return
 		}
 		var a actor.Actor
 		if def.sensor != nil {
-			a = &supervisor{cfg: g.cfg, sensor: def.sensor, log: g.cfg.Logger.With("component", "sensor", "sensor", def.sensor.Ref)}
+			a = &supervisor{cfg: cfg, sensor: def.sensor, log: cfg.Logger.With("component", "sensor", "sensor", def.sensor.Ref)}
 		} else {
-			a = &timer{trigger: def.trigger, params: def.params, instance: def.instance, sched: def.sched, fenced: g.cfg.Fenced,
-				lag: g.cfg.Metrics.TimerLag.WithLabelValues(def.trigger),
-				log: g.cfg.Logger.With("component", "timer", "trigger", def.instance)}
+			a = &timer{trigger: def.trigger, params: def.params, instance: def.instance, sched: def.sched, fenced: cfg.Fenced,
+				lag: cfg.Metrics.TimerLag.WithLabelValues(def.trigger),
+				log: cfg.Logger.With("component", "timer", "trigger", def.instance)}
 		}
 		ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }))
-		g.cfg.Logger.Info("sensor activated here", "component", "sensor", "identity", msg.Identity.Identity)
+		g.set.mu.Lock()
+		g.set.here[g.id] = running{pid: ctx.Self(), root: ctx.ActorSystem().Root, def: def}
+		g.set.mu.Unlock()
+		cfg.Logger.Info("sensor activated here", "component", "sensor", "identity", g.id)
+	case *actor.Stopped:
+		g.set.mu.Lock()
+		if r, ok := g.set.here[g.id]; ok && r.pid.Equal(ctx.Self()) {
+			delete(g.set.here, g.id)
+		}
+		g.set.mu.Unlock()
 	case *protocol.Touch:
-		ctx.Respond(&protocol.Touched{Node: g.cfg.Node})
+		ctx.Respond(&protocol.Touched{Node: cfg.Node})
 	}
 }
 
@@ -151,10 +218,9 @@ type Keeper struct {
 	touches sync.WaitGroup
 }
 
-// StartKeeper starts touching; Stop ends it.
-func StartKeeper(cfg Config, c *protocluster.Cluster) *Keeper {
-	cfg.defaults()
-	defs := definitions(cfg)
+// StartKeeper starts touching the set's current sensors; Stop ends it.
+func (s *Set) StartKeeper(c *protocluster.Cluster) *Keeper {
+	cfg := s.cfg
 	k := &Keeper{stop: make(chan struct{})}
 	k.done.Add(1)
 	go func() {
@@ -165,12 +231,14 @@ func StartKeeper(cfg Config, c *protocluster.Cluster) *Keeper {
 		// a fixed 5s timeout, and one stuck on a member that died must not
 		// hold back the touch that activates the sensor elsewhere once the
 		// death is known. Two in flight per sensor at most.
-		inflight := make(map[string]*atomic.Int32, len(defs))
-		for id := range defs {
-			inflight[id] = new(atomic.Int32)
-		}
+		inflight := map[string]*atomic.Int32{}
 		for {
-			for id, n := range inflight {
+			for id := range s.current() {
+				n := inflight[id]
+				if n == nil {
+					n = new(atomic.Int32)
+					inflight[id] = n
+				}
 				if n.Add(1) > 2 {
 					n.Add(-1)
 					continue
@@ -189,7 +257,7 @@ func StartKeeper(cfg Config, c *protocluster.Cluster) *Keeper {
 			}
 		}
 	}()
-	cfg.Logger.Info("sensor keeper started", "component", "sensor", "sensors", len(defs))
+	cfg.Logger.Info("sensor keeper started", "component", "sensor", "sensors", len(s.current()))
 	return k
 }
 

@@ -19,26 +19,30 @@ import (
 	"github.com/troupehq/troupe/runtimes"
 )
 
-// activate runs every sensor cfg describes in sys as the cluster would on
-// the member owning it: one grain per identity, initialised with it. It
-// returns a probe standing in for the rule actors, which accepts every event.
+// activate runs every sensor cfg describes as the cluster would on the
+// member owning it: one grain per identity, initialised with it. It returns
+// a probe standing in for the rule actors, which accepts every event.
 func activate(t *testing.T, cfg Config) *actortest.Probe {
 	t.Helper()
-	sys := actortest.NewSystem(t)
+	rules, _ := activateSet(t, actortest.NewSystem(t), cfg)
+	return rules
+}
+
+// activateSet is activate in sys, also returning the sensor set.
+func activateSet(t *testing.T, sys *actor.ActorSystem, cfg Config) (*actortest.Probe, *Set) {
+	t.Helper()
 	rules := actortest.NewProbe(t, sys, protocol.RulesActor, func(ctx actor.Context, msg any) {
 		if ev, ok := msg.(*protocol.Event); ok {
 			ctx.Respond(&protocol.EventAccepted{Id: ev.Id})
 		}
 	})
 	cfg.Logger = actortest.Logger(t)
-	cfg.defaults()
-	defs := definitions(cfg)
-	for id := range defs {
-		g := &grain{cfg: cfg, defs: defs}
-		pid := actortest.Spawn(t, sys, actor.PropsFromProducer(func() actor.Actor { return g }), id)
+	set := NewSet(cfg)
+	for id := range set.current() {
+		pid := actortest.Spawn(t, sys, actor.PropsFromProducer(func() actor.Actor { return &grain{set: set} }), id)
 		sys.Root.Send(pid, &protocluster.ClusterInit{Identity: &protocluster.ClusterIdentity{Identity: id, Kind: Kind}})
 	}
-	return rules
+	return rules, set
 }
 
 func events(t *testing.T, p *actortest.Probe) []*domain.Event {
@@ -83,6 +87,67 @@ func TestTimerFiresAlignedTicks(t *testing.T) {
 			t.Errorf("tick %d at %s follows %s, want one second later", i, ev.CreatedAt, evs[i-1].CreatedAt)
 		}
 	}
+}
+
+// TestUpdateStopsRemovedTimersAndKeepsTheOthers: after a pack change drops a
+// timer's last rule, its grain on this member stops and fires no more,
+// while a timer whose rules remain keeps its grain (no restart, no gap).
+func TestUpdateStopsRemovedTimersAndKeepsTheOthers(t *testing.T) {
+	rule := func(name string, delta int) *domain.Rule {
+		return &domain.Rule{Ref: "t." + name, Enabled: true,
+			Trigger: domain.RuleTrigger{Type: "core.intervaltimer", Parameters: map[string]any{"unit": "seconds", "delta": delta}}}
+	}
+	keep, drop := rule("keep", 1), rule("drop", 2)
+	rules, set := activateSet(t, actortest.NewSystem(t), Config{Node: "n1", Rules: []*domain.Rule{keep, drop}})
+	byInstance := func() map[string]int {
+		n := map[string]int{}
+		for _, ev := range events(t, rules) {
+			n[ev.Instance]++
+		}
+		return n
+	}
+	keepInst, dropInst := domain.TriggerInstance("core.intervaltimer", keep.Trigger.Parameters), domain.TriggerInstance("core.intervaltimer", drop.Trigger.Parameters)
+	actortest.WaitFor(t, 10*time.Second, func() error {
+		if n := byInstance()[dropInst]; n < 1 {
+			return fmt.Errorf("the 2 s timer fired %d times, want 1", n)
+		}
+		return nil
+	})
+	set.mu.Lock()
+	before := set.here
+	set.mu.Unlock()
+	keptPID := before[timerID(t, set, keepInst)].pid
+
+	set.Update([]*domain.Rule{keep}, nil)
+	after := byInstance()
+	time.Sleep(2500 * time.Millisecond)
+	now := byInstance()
+	if now[dropInst] != after[dropInst] {
+		t.Errorf("the removed 2 s timer fired %d more times after Update", now[dropInst]-after[dropInst])
+	}
+	if now[keepInst] < after[keepInst]+2 {
+		t.Errorf("the kept 1 s timer fired %d times in 2.5 s after Update, want ≥ 2", now[keepInst]-after[keepInst])
+	}
+	set.mu.Lock()
+	defer set.mu.Unlock()
+	if r, ok := set.here[timerID(t, set, keepInst)]; !ok || !r.pid.Equal(keptPID) {
+		t.Errorf("the kept timer's grain was restarted or lost: %v → %v", keptPID, r.pid)
+	}
+	if len(set.here) != 1 {
+		t.Errorf("%d grains still registered here, want 1", len(set.here))
+	}
+}
+
+// timerID is the grain identity of a timer instance in the set.
+func timerID(t *testing.T, set *Set, instance string) string {
+	t.Helper()
+	for id, d := range set.current() {
+		if d.instance == instance {
+			return id
+		}
+	}
+	t.Fatalf("no grain runs %s", instance)
+	return ""
 }
 
 // The script prints, each time it starts, two good events numbered by run, a

@@ -54,6 +54,10 @@ type Config struct {
 	// restarted elsewhere still gets them. Default: the address the request
 	// came from.
 	Resolve func(node string) string
+	// Locate finds a script in this member's own copy of the pack with the
+	// given content hash, waiting a little for a pack that is still on its
+	// way. Default: run the owner's entry point path as it is (one node).
+	Locate  func(ctx context.Context, packHash, rel string) (string, error)
 	Metrics *metrics.Metrics // default: registered nowhere
 	Logger  *slog.Logger
 }
@@ -316,6 +320,14 @@ func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 	req := runtimes.Request{ExecutionID: k.id.String(), Action: m.Action, EntryPoint: m.EntryPoint, Cmd: m.Cmd,
 		Parameters: params, Timeout: time.Duration(m.TimeoutMs) * time.Millisecond}
 	go func() {
+		if m.PackHash != "" && w.cfg.Locate != nil {
+			ep, err := w.cfg.Locate(runCtx, m.PackHash, m.EntryRel)
+			if err != nil {
+				root.Send(self, finished{key: k, outcome: runtimes.Outcome{Status: domain.StatusFailed, Error: err.Error()}, at: time.Now()})
+				return
+			}
+			req.EntryPoint = ep
+		}
 		out := rt.Run(runCtx, req)
 		root.Send(self, finished{key: k, outcome: out, at: time.Now()})
 	}()

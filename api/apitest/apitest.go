@@ -5,6 +5,8 @@ package apitest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -30,6 +32,8 @@ type Backend struct {
 	// Waiting, when set, receives (without blocking) the ID of each
 	// WaitExecution about to block, so a test can act once a poll is held.
 	Waiting chan domain.ID
+	// Installed holds every archive InstallPack was given.
+	Installed [][]byte
 
 	mu           sync.Mutex
 	packs        []*domain.Pack
@@ -262,7 +266,56 @@ func (b *Backend) Enforcements(_ context.Context, q api.ListQuery) (api.Page[*do
 	})
 }
 
-func (b *Backend) Packs() []*domain.Pack { return b.packs }
+func (b *Backend) Packs() []*domain.Pack {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.packs)
+}
+
+// PackViews shows every pack held by this one test node.
+func (b *Backend) PackViews(context.Context) ([]*domain.Pack, error) {
+	var out []*domain.Pack
+	for _, p := range b.Packs() {
+		v := *p
+		v.Members = []domain.PackMember{{Node: b.Node, Version: p.Version, Hash: p.Hash, State: "same"}}
+		out = append(out, &v)
+	}
+	return out, b.Err
+}
+
+// InstallPack takes any archive as pack "uploaded", whose hash is the
+// archive's; Installed records the archives it was given.
+func (b *Backend) InstallPack(_ context.Context, archive []byte) (*domain.Pack, bool, error) {
+	if b.Err != nil {
+		return nil, false, b.Err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.Installed = append(b.Installed, archive)
+	sum := sha256.Sum256(archive)
+	p := &domain.Pack{Ref: "uploaded", Version: "1", Hash: hex.EncodeToString(sum[:]), Source: "api"}
+	for i, old := range b.packs {
+		if old.Ref == p.Ref {
+			b.packs[i] = p
+			return p, old.Hash != p.Hash, nil
+		}
+	}
+	b.packs = append(b.packs, p)
+	return p, true, nil
+}
+
+// RemovePack removes a pack by ref.
+func (b *Backend) RemovePack(_ context.Context, ref string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, p := range b.packs {
+		if p.Ref == ref {
+			b.packs = slices.Delete(b.packs, i, i+1)
+			return nil
+		}
+	}
+	return fmt.Errorf("pack %q: %w", ref, domain.ErrNotFound)
+}
 
 // Members answers a cluster of one: this test node.
 func (b *Backend) Members(context.Context) ([]api.MemberView, error) {

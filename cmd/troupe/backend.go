@@ -35,7 +35,7 @@ func (b *backend) Webhook(ctx context.Context, name string, headers map[string]s
 	}
 	params := map[string]any{"url": name}
 	instance := domain.TriggerInstance(webhookTrigger, params)
-	if !b.n.webhooks[instance] {
+	if !(*b.n.webhooks.Load())[instance] {
 		return domain.ID{}, fmt.Errorf("webhook %q: %w (no enabled rule has trigger core.webhook with url %q)", name, domain.ErrNotFound, name)
 	}
 	now := time.Now().UTC()
@@ -59,11 +59,11 @@ func (b *backend) Run(ctx context.Context, ref string, params map[string]any) (*
 	if err := b.accepting(); err != nil {
 		return nil, err
 	}
-	action, ok := b.n.catalog.Action(ref)
+	action, ok := b.n.packs.live.Action(ref)
 	if !ok {
 		return nil, fmt.Errorf("action %q: %w", ref, domain.ErrNotFound)
 	}
-	valid, err := b.n.catalog.ValidateParams(ref, params)
+	valid, err := b.n.packs.live.ValidateParams(ref, params)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +184,15 @@ func (b *backend) Enforcements(ctx context.Context, q api.ListQuery) (api.Page[*
 		}, (*api.Client).Enforcements)
 }
 
-func (b *backend) Packs() []*domain.Pack { return b.n.catalog.Packs() }
+func (b *backend) Packs() []*domain.Pack { return b.n.packs.live.Catalog().Packs() }
+
+func (b *backend) PackViews(context.Context) ([]*domain.Pack, error) { return b.n.packViews(), nil }
+
+func (b *backend) InstallPack(_ context.Context, archive []byte) (*domain.Pack, bool, error) {
+	return b.n.packs.Install(archive)
+}
+
+func (b *backend) RemovePack(_ context.Context, ref string) error { return b.n.packs.Remove(ref) }
 
 func (b *backend) Ready() error {
 	if err := b.n.ready.Load(); err != nil {

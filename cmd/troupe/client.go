@@ -16,6 +16,7 @@ import (
 
 	"github.com/troupehq/troupe/api"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/packs"
 )
 
 func (o *cli) client() *api.Client { return api.NewClient(o.addr) }
@@ -311,25 +312,110 @@ func resourceCommands(o *cli) []*cobra.Command {
 					{"triggers", strings.Join(s.TriggerTypes, ", ")}}
 			}),
 		}.command(o),
-		resource[*domain.Pack]{
-			name: "pack", key: "REF",
-			list: (*api.Client).Packs, get: (*api.Client).Pack,
-			columns: []column[*domain.Pack]{
-				{"REF", func(p *domain.Pack) string { return p.Ref }},
-				{"VERSION", func(p *domain.Pack) string { return p.Version }},
-				{"ACTIONS", func(p *domain.Pack) string { return strconv.Itoa(len(p.Actions)) }},
-				{"RULES", func(p *domain.Pack) string { return strconv.Itoa(len(p.Rules)) }},
-				{"TRIGGERS", func(p *domain.Pack) string { return strconv.Itoa(len(p.Triggers)) }},
-				{"SENSORS", func(p *domain.Pack) string { return strconv.Itoa(len(p.Sensors)) }},
-			},
-			show: fields(func(p *domain.Pack) []field {
-				return []field{{"ref", p.Ref}, {"version", p.Version}, {"description", p.Description},
-					{"dir", p.Dir}, {"hash", p.Hash},
-					{"actions", refs(p.Actions, func(a *domain.Action) string { return a.Ref })},
-					{"rules", refs(p.Rules, func(r *domain.Rule) string { return r.Ref })},
-					{"triggers", refs(p.Triggers, func(t *domain.Trigger) string { return t.Ref })},
-					{"sensors", refs(p.Sensors, func(s *domain.Sensor) string { return s.Ref })}}
-			}),
-		}.command(o),
+		packCommand(o),
 	}
 }
+
+func packCommand(o *cli) *cobra.Command {
+	cmd := resource[*domain.Pack]{
+		name: "pack", key: "REF",
+		list: (*api.Client).Packs, get: (*api.Client).Pack,
+		columns: []column[*domain.Pack]{
+			{"REF", func(p *domain.Pack) string { return p.Ref }},
+			{"VERSION", func(p *domain.Pack) string { return p.Version }},
+			{"SOURCE", func(p *domain.Pack) string { return p.Source }},
+			{"MEMBERS", membersText},
+			{"ACTIONS", func(p *domain.Pack) string { return strconv.Itoa(len(p.Actions)) }},
+			{"RULES", func(p *domain.Pack) string { return strconv.Itoa(len(p.Rules)) }},
+			{"SENSORS", func(p *domain.Pack) string { return strconv.Itoa(len(p.Sensors)) }},
+		},
+		show: fields(func(p *domain.Pack) []field {
+			installed := ""
+			if p.InstalledAt != nil {
+				installed = timeText(*p.InstalledAt) + " on " + p.InstalledOn
+			}
+			fs := []field{{"ref", p.Ref}, {"version", p.Version}, {"description", p.Description},
+				{"source", p.Source}, {"installed", installed}, {"dir", p.Dir}, {"hash", p.Hash},
+				{"actions", refs(p.Actions, func(a *domain.Action) string { return a.Ref })},
+				{"rules", refs(p.Rules, func(r *domain.Rule) string { return r.Ref })},
+				{"triggers", refs(p.Triggers, func(t *domain.Trigger) string { return t.Ref })},
+				{"sensors", refs(p.Sensors, func(s *domain.Sensor) string { return s.Ref })}}
+			for _, m := range p.Members {
+				fs = append(fs, field{"member " + m.Node, strings.TrimSpace(fmt.Sprintf("%s %s %s %s", m.State, m.Version, short(m.Hash), m.Error))})
+			}
+			return fs
+		}),
+	}.command(o)
+	install := &cobra.Command{
+		Use:   "install DIR | FILE.tgz",
+		Short: "Install a pack on every member (or upgrade it)",
+		Long: `Install a pack on every member of the cluster, or replace its installed version.
+
+DIR is a pack directory (holding pack.yaml); FILE.tgz a gzipped tar of one. The node
+checks the pack against every other installed pack first and refuses it, naming
+file, line and field, if it does not load. The other members fetch it within seconds;
+'troupe pack get REF' shows each member's version and hash.`,
+		Example: "  troupe pack install ./mypack\n  troupe pack install mypack-1.2.0.tgz",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			archive, err := readPack(args[0])
+			if err != nil {
+				return err
+			}
+			p, changed, err := o.client().InstallPack(cmd.Context(), archive)
+			if err != nil {
+				return err
+			}
+			if o.output == "json" {
+				return writeJSON(o.stdout, p)
+			}
+			what := "installed"
+			if !changed {
+				what = "already installed, unchanged"
+			}
+			_, err = fmt.Fprintf(o.stdout, "pack %s %s %s (hash %s)\n", p.Ref, p.Version, what, short(p.Hash))
+			return err
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove REF",
+		Short: "Uninstall a pack from every member",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.client().RemovePack(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintf(o.stdout, "pack %s removed\n", args[0])
+			return err
+		},
+	}
+	cmd.AddCommand(install, remove)
+	return cmd
+}
+
+// readPack is the archive to upload for a pack directory or archive file.
+func readPack(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return packs.Archive(path)
+	}
+	return os.ReadFile(path)
+}
+
+// membersText sums up the members' copies: "3 same", or the odd ones out.
+func membersText(p *domain.Pack) string {
+	var same int
+	var odd []string
+	for _, m := range p.Members {
+		if m.State == "same" {
+			same++
+		} else {
+			odd = append(odd, m.Node+" "+m.State)
+		}
+	}
+	return strings.Join(append([]string{strconv.Itoa(same) + " same"}, odd...), ", ")
+}
+

@@ -15,12 +15,14 @@ import (
 	protocluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
+	"google.golang.org/grpc"
 
 	"github.com/troupehq/troupe/actors/execution"
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/actors/sensor"
 	"github.com/troupehq/troupe/actors/worker"
 	"github.com/troupehq/troupe/cluster"
+	"github.com/troupehq/troupe/packs"
 )
 
 // joinCluster starts gossip and the protoactor cluster member on top of
@@ -33,7 +35,7 @@ func (n *node) joinCluster() error {
 	}
 	gc := cluster.DefaultConfig()
 	gc.Meta = cluster.Meta{Name: n.cfg.NodeName, Cluster: n.cfg.Cluster, APIAddr: n.listener.Addr().String(),
-		Roles: roles, Runtimes: n.runtimes.Names(), Slots: n.cfg.Slots}
+		Roles: roles, Runtimes: n.runtimes.Names(), Slots: n.cfg.Slots, Packs: n.packs.Digest()}
 	gc.BindAddr, gc.Join, gc.GossipKey, gc.Logger = n.cfg.Gossip, n.cfg.Join, key, n.log
 	saved := n.savedPeers()
 	if len(gc.Join) == 0 {
@@ -66,9 +68,10 @@ func (n *node) joinCluster() error {
 	}
 	var kinds []*protocluster.Kind
 	if n.cfg.hasRole(cluster.RoleSensor) {
-		kinds = append(kinds, sensor.NewKind(n.sensorConfig()))
+		n.sensors = sensor.NewSet(n.sensorConfig())
+		kinds = append(kinds, n.sensors.Kind())
 	}
-	pc := protocluster.Configure(n.cfg.Cluster, cluster.NewProvider(g), disthash.New(), remote.Configure(host, port),
+	pc := protocluster.Configure(n.cfg.Cluster, cluster.NewProvider(g), disthash.New(), remote.Configure(host, port, remote.WithServerOptions(grpc.MaxRecvMsgSize(maxActorMessage))),
 		protocluster.WithKinds(kinds...), protocluster.WithRequestTimeout(5*time.Second),
 		// A loaded 2-core machine misses protoactor's own heartbeats; memberlist
 		// already decides who is alive, so this only needs to be lenient.
@@ -77,6 +80,10 @@ func (n *node) joinCluster() error {
 	n.proto.StartMember()
 	return nil
 }
+
+// maxActorMessage bounds what protoactor's gRPC accepts in one message (a
+// batch of them, in fact): gRPC's 4 MiB default is below a pack archive.
+const maxActorMessage = 2*packs.MaxArchive + 1<<20
 
 // fenced says why this member must not fire timers: it sees fewer than
 // half of the members it knows (left ones excepted) alive, so it may be on

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/troupehq/troupe/actors/execution"
+	"github.com/troupehq/troupe/actors/pack"
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/actors/rule"
 	"github.com/troupehq/troupe/actors/sensor"
@@ -36,15 +37,16 @@ type node struct {
 	cfg      agentConfig
 	log      *slog.Logger
 	store    *storage.DB
-	catalog  *packs.Catalog
+	packs    *packSet
 	runtimes *runtimes.Registry
 	system   *actor.ActorSystem
 	done     *completions
 	registry *prometheus.Registry // this node's own: never the global one
 	metrics  *metrics.Metrics
-	webhooks map[string]bool // trigger instances of enabled webhook rules
+	webhooks atomic.Pointer[map[string]bool] // trigger instances of enabled webhook rules
 	gossip   *cluster.Cluster
 	proto    *protocluster.Cluster
+	sensors  *sensor.Set // nil without the sensor role
 	keeper   *sensor.Keeper
 	unwatch  func()
 	quit     chan struct{}
@@ -58,10 +60,16 @@ type node struct {
 // loadCatalog loads and validates every pack, compiling each rule, so that
 // `--check-config` and a real start report the same problems.
 func loadCatalog(cfg agentConfig, reg *runtimes.Registry) (*packs.Catalog, error) {
-	return packs.Load(cfg.Packs, packs.Options{
+	return packs.Load(cfg.Packs, packOptions(reg))
+}
+
+// packOptions is how every pack set of this node is loaded and checked,
+// whichever member it came from.
+func packOptions(reg *runtimes.Registry) packs.Options {
+	return packs.Options{
 		Runtimes:    reg.Names(),
 		CompileRule: func(r *domain.Rule) error { _, err := rules.Compile(r); return err },
-	})
+	}
 }
 
 func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
@@ -78,13 +86,18 @@ func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 		log.Warn("runtime unavailable on this node", "runtime", name, "reason", why)
 	}
 	n.runtimes = reg
-	if n.catalog, err = loadCatalog(cfg, reg); err != nil {
+	dirs, err := loadCatalog(cfg, reg)
+	if err != nil {
 		return nil, err
 	}
-	for _, w := range n.catalog.Warnings() {
+	for _, w := range dirs.Warnings() {
 		log.Warn("pack warning", "problem", w.Error())
 	}
 	if n.store, err = storage.Open(storage.Config{Dir: cfg.DataDir, Logger: log}); err != nil {
+		return nil, err
+	}
+	if n.packs, err = openPackSet(cfg.NodeName, cfg.DataDir, n.store, dirs, packOptions(reg), log.With("component", "packs")); err != nil {
+		n.store.Close()
 		return nil, err
 	}
 	// Scrapes stop before the store closes: stop() shuts HTTP down first.
@@ -131,12 +144,13 @@ func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	n.watchMembers()
+	go n.syncPacks()
 	if cfg.hasRole(cluster.RoleSensor) {
-		n.keeper = sensor.StartKeeper(n.sensorConfig(), n.proto)
+		n.keeper = n.sensors.StartKeeper(n.proto)
 	}
 	n.ready.Store(nil)
 	log.Info("node ready", "http", n.listener.Addr().String(), "data_dir", cfg.DataDir,
-		"runtimes", reg.Names(), "slots", cfg.Slots, "packs", len(n.catalog.Packs()))
+		"runtimes", reg.Names(), "slots", cfg.Slots, "packs", len(n.packs.live.Catalog().Packs()))
 	return n, nil
 }
 
@@ -155,32 +169,51 @@ func (n *node) startActors() {
 		}
 	}
 	if n.cfg.hasRole(cluster.RoleWorker) {
-		spawn(worker.Props(worker.Config{Node: n.cfg.NodeName, Slots: n.cfg.Slots, Runtimes: n.runtimes, Resolve: n.remoteAddr,
+		spawn(worker.Props(worker.Config{Node: n.cfg.NodeName, Slots: n.cfg.Slots, Runtimes: n.runtimes, Resolve: n.remoteAddr, Locate: n.packs.Locate,
 			Metrics: n.metrics, Logger: n.log.With("component", "worker")}), protocol.WorkerActor)
 	}
-	spawn(execution.Props(execution.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.catalog,
+	spawn(execution.Props(execution.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.packs.live,
 		Placement: placement{n: n}, OnTerminal: n.done.Completed,
 		PlacementTimeout: n.cfg.Placement, Metrics: n.metrics, Logger: n.log.With("component", "execution")}), protocol.ExecutionsActor)
 
+	spawn(rule.Props(rule.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.packs.live, Rules: n.compile(n.packs.live.Catalog()),
+		Metrics: n.metrics, Logger: n.log.With("component", "rule")}), protocol.RulesActor)
+	spawn(pack.Props(n.packs), protocol.PacksActor)
+	n.packs.changed = n.packsChanged
+}
+
+// compile compiles the enabled rules of cat and notes its webhooks.
+func (n *node) compile(cat *packs.Catalog) []*rules.Compiled {
 	var compiled []*rules.Compiled
-	n.webhooks = map[string]bool{}
-	for _, r := range n.enabledRules() {
+	webhooks := map[string]bool{}
+	for _, r := range enabledRules(cat) {
 		c, err := rules.Compile(r)
 		if err != nil {
 			panic(fmt.Sprintf("rule %s compiled at load but not now: %v", r.Ref, err))
 		}
 		compiled = append(compiled, c)
 		if r.Trigger.Type == webhookTrigger {
-			n.webhooks[domain.TriggerInstance(r.Trigger.Type, r.Trigger.Parameters)] = true
+			webhooks[domain.TriggerInstance(r.Trigger.Type, r.Trigger.Parameters)] = true
 		}
 	}
-	spawn(rule.Props(rule.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.catalog, Rules: compiled,
-		Metrics: n.metrics, Logger: n.log.With("component", "rule")}), protocol.RulesActor)
+	n.webhooks.Store(&webhooks)
+	return compiled
 }
 
-func (n *node) enabledRules() []*domain.Rule {
+// packsChanged puts a new catalog to work: rules, webhooks, sensors, and
+// the digest that tells the other members to come and fetch it.
+func (n *node) packsChanged(cat *packs.Catalog, digest string) {
+	n.system.Root.Send(n.pid(protocol.RulesActor), &rule.SetRules{Rules: n.compile(cat)})
+	if n.sensors != nil {
+		cfg := sensorConfig(cat)
+		n.sensors.Update(cfg.Rules, cfg.Sensors)
+	}
+	n.gossipPackDigest(digest)
+}
+
+func enabledRules(cat *packs.Catalog) []*domain.Rule {
 	var out []*domain.Rule
-	for _, r := range n.catalog.Rules() {
+	for _, r := range cat.Rules() {
 		if r.Enabled {
 			out = append(out, r)
 		}
@@ -188,15 +221,22 @@ func (n *node) enabledRules() []*domain.Rule {
 	return out
 }
 
-func (n *node) sensorConfig() sensor.Config {
+// sensorConfig is the part of the sensor configuration a catalog decides.
+func sensorConfig(cat *packs.Catalog) sensor.Config {
 	var sensors []*domain.Sensor
-	for _, s := range n.catalog.Sensors() {
+	for _, s := range cat.Sensors() {
 		if s.Enabled {
 			sensors = append(sensors, s)
 		}
 	}
-	return sensor.Config{Node: n.cfg.NodeName, Rules: n.enabledRules(), Sensors: sensors, Fenced: n.fenced,
-		Interpreter: n.runtimes.Interpreter, Env: n.cfg.runtimes().Env, Metrics: n.metrics, Logger: n.log}
+	return sensor.Config{Rules: enabledRules(cat), Sensors: sensors}
+}
+
+func (n *node) sensorConfig() sensor.Config {
+	cfg := sensorConfig(n.packs.live.Catalog())
+	cfg.Node, cfg.Fenced, cfg.Interpreter, cfg.Env, cfg.Metrics, cfg.Logger =
+		n.cfg.NodeName, n.fenced, n.runtimes.Interpreter, n.cfg.runtimes().Env, n.metrics, n.log
+	return cfg
 }
 
 // recover resolves every execution this node left unfinished, before any
