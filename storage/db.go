@@ -24,8 +24,9 @@ const (
 
 // DB is a node's store. It is safe for concurrent use.
 type DB struct {
-	pdb   *pebble.DB
-	locks [stripes]sync.Mutex
+	pdb     *pebble.DB
+	locks   [stripes]sync.Mutex
+	records recordCounts
 }
 
 // Open opens (creating if needed) the store in cfg.Dir.
@@ -55,8 +56,13 @@ func Open(cfg Config) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
 	}
+	db := &DB{pdb: pdb}
+	if err := db.records.load(pdb); err != nil {
+		pdb.Close()
+		return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
+	}
 	log.Info("storage opened", "dir", cfg.Dir)
-	return &DB{pdb: pdb}, nil
+	return db, nil
 }
 
 // Close releases the store; every acknowledged write is already durable.

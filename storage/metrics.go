@@ -16,11 +16,11 @@ import (
 // Collector returns a Prometheus collector of the store: Pebble's own
 // metrics (disk usage, WAL, fsync latency, compactions, flushes, read
 // amplification, memtables, block cache), the non-terminal executions by
-// status, and the estimated on-disk bytes of each kind of record. It reads
-// everything at scrape time; a scrape costs one db.Metrics() call, a few
-// range estimates and a key-only scan of the ea/ index (one key per
-// execution in flight). Register it on the node's registry; it must not be
-// collected after Close.
+// status, and the records stored and their estimated on-disk bytes by
+// kind. It reads everything at scrape time; a scrape costs one db.Metrics()
+// call, a few range estimates and a key-only scan of the ea/ index (one key
+// per execution in flight). Register it on the node's registry; it must not
+// be collected after Close.
 func (db *DB) Collector() prometheus.Collector { return &collector{db: db} }
 
 // recordKinds are the key prefixes whose size troupe_storage_records_bytes
@@ -99,6 +99,8 @@ var (
 		"Latency of WAL fsyncs since the store was opened; every acknowledged transition waits for one (shared by concurrent commits).")
 	recordsDesc = storageDesc("records_bytes",
 		"Estimated on-disk bytes of each kind of record (events, enforcements, executions, history, index, outbox), from the tables overlapping its key range; records still only in the memtable and WAL are not counted.", "kind")
+	recordCountDesc = storageDesc("records",
+		"Records stored, by kind (events, enforcements, executions): counted by a key scan when the store opens, then as they are written.", "kind")
 	inFlightDesc = prometheus.NewDesc("troupe_executions_in_flight",
 		"Executions this node owns that are not finished yet, by status (requested, delayed, scheduled, running, canceling), from the index of non-terminal executions.",
 		[]string{"status"}, nil)
@@ -144,7 +146,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, s := range stats {
 		ch <- s.desc
 	}
-	for _, d := range []*prometheus.Desc{compactionsDesc, levelFilesDesc, levelBytesDesc, fsyncDesc, recordsDesc, inFlightDesc, scrapeErrorDesc} {
+	for _, d := range []*prometheus.Desc{compactionsDesc, levelFilesDesc, levelBytesDesc, fsyncDesc, recordsDesc,
+		recordCountDesc, inFlightDesc, scrapeErrorDesc} {
 		ch <- d
 	}
 }
@@ -177,6 +180,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(recordsDesc, prometheus.GaugeValue, float64(n), k.kind)
+	}
+	for i, k := range counted {
+		ch <- prometheus.MustNewConstMetric(recordCountDesc, prometheus.GaugeValue, float64(c.db.records[i].Load()), k.kind)
 	}
 	counts, err := c.db.InFlight()
 	if err != nil {

@@ -72,7 +72,11 @@ func (db *DB) commit(c *creation) error {
 			return fmt.Errorf("%s %s: %w", f.what, f.id, domain.ErrDuplicate)
 		}
 	}
-	return c.b.Commit(pebble.Sync)
+	if err := c.b.Commit(pebble.Sync); err != nil {
+		return err
+	}
+	db.records.created(c.fresh)
+	return nil
 }
 
 // AcceptEvent durably writes, in one batch, the event, its enforcements and
