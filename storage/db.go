@@ -24,9 +24,11 @@ const (
 
 // DB is a node's store. It is safe for concurrent use.
 type DB struct {
-	pdb     *pebble.DB
-	locks   [stripes]sync.Mutex
-	records recordCounts
+	pdb      *pebble.DB
+	locks    [stripes]sync.Mutex
+	health   *health
+	fsHealth func() error // stops Pebble's disk health checks
+	records  recordCounts
 }
 
 // Open opens (creating if needed) the store in cfg.Dir.
@@ -36,9 +38,12 @@ func Open(cfg Config) (*DB, error) {
 		return nil, fmt.Errorf("invalid config: %w", err)
 	}
 	log := cfg.Logger.With("component", "storage")
+	h := newHealth(cfg, log)
+	fs, fsHealth := h.wrap(cfg.FS)
 	opts := &pebble.Options{
-		FS:     cfg.FS,
-		Logger: pebbleLogger{log},
+		FS:            fs,
+		Logger:        pebbleLogger{log},
+		EventListener: h.events,
 		// The default is the oldest supported format; a new store should get
 		// the newest stable one (e.g. WAL sync chunks, which tell a torn WAL
 		// tail from corruption on recovery).
@@ -51,16 +56,18 @@ func Open(cfg Config) (*DB, error) {
 	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	pdb, err := pebble.Open(cfg.Dir, opts)
 	if err != nil {
+		fsHealth()
 		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("open storage in %s: the directory is locked: is another troupe agent using this data dir? (%w)", cfg.Dir, err)
 		}
 		return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
 	}
-	db := &DB{pdb: pdb}
+	db := &DB{pdb: pdb, health: h, fsHealth: fsHealth}
 	if err := db.records.load(pdb); err != nil {
-		pdb.Close()
+		db.closePebble()
 		return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
 	}
+	h.start()
 	log.Info("storage opened", "dir", cfg.Dir)
 	return db, nil
 }
@@ -68,7 +75,14 @@ func Open(cfg Config) (*DB, error) {
 // Close releases the store; every acknowledged write is already durable.
 // Call it once, after every other call has returned.
 func (db *DB) Close() error {
-	if err := db.pdb.Close(); err != nil {
+	db.health.close()
+	return db.closePebble()
+}
+
+func (db *DB) closePebble() error {
+	err := db.pdb.Close()
+	db.fsHealth()
+	if err != nil {
 		return fmt.Errorf("close storage: %w", err)
 	}
 	return nil

@@ -16,11 +16,11 @@ import (
 // Collector returns a Prometheus collector of the store: Pebble's own
 // metrics (disk usage, WAL, fsync latency, compactions, flushes, read
 // amplification, memtables, block cache), the non-terminal executions by
-// status, and the records stored and their estimated on-disk bytes by
-// kind. It reads everything at scrape time; a scrape costs one db.Metrics()
-// call, a few range estimates and a key-only scan of the ea/ index (one key
-// per execution in flight). Register it on the node's registry; it must not
-// be collected after Close.
+// status, the records stored and their estimated on-disk bytes by kind, the
+// store's health and the free space under it. It reads everything at scrape
+// time; a scrape costs one db.Metrics() call, a few range estimates and a
+// key-only scan of the ea/ index (one key per execution in flight). Register
+// it on the node's registry; it must not be collected after Close.
 func (db *DB) Collector() prometheus.Collector { return &collector{db: db} }
 
 // recordKinds are the key prefixes whose size troupe_storage_records_bytes
@@ -101,6 +101,12 @@ var (
 		"Estimated on-disk bytes of each kind of record (events, enforcements, executions, history, index, outbox), from the tables overlapping its key range; records still only in the memtable and WAL are not counted.", "kind")
 	recordCountDesc = storageDesc("records",
 		"Records stored, by kind (events, enforcements, executions): counted by a key scan when the store opens, then as they are written.", "kind")
+	healthyDesc = storageDesc("healthy",
+		"1 while the store can take writes; 0 while it cannot (low free disk, failed flush or compaction, write stall, slow disk) and the node is not ready: /readyz and the log say why.")
+	diskFreeDesc = storageDesc("disk_free_bytes",
+		"Free space available to the agent on the filesystem of the data dir, at the last check; absent when the filesystem cannot tell.")
+	diskFreeMinDesc = storageDesc("disk_free_min_bytes",
+		"The configured min_free_disk: below this free space the store is unhealthy.")
 	inFlightDesc = prometheus.NewDesc("troupe_executions_in_flight",
 		"Executions this node owns that are not finished yet, by status (requested, delayed, scheduled, running, canceling), from the index of non-terminal executions.",
 		[]string{"status"}, nil)
@@ -147,7 +153,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- s.desc
 	}
 	for _, d := range []*prometheus.Desc{compactionsDesc, levelFilesDesc, levelBytesDesc, fsyncDesc, recordsDesc,
-		recordCountDesc, inFlightDesc, scrapeErrorDesc} {
+		recordCountDesc, healthyDesc, diskFreeDesc, diskFreeMinDesc, inFlightDesc, scrapeErrorDesc} {
 		ch <- d
 	}
 }
@@ -184,6 +190,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for i, k := range counted {
 		ch <- prometheus.MustNewConstMetric(recordCountDesc, prometheus.GaugeValue, float64(c.db.records[i].Load()), k.kind)
 	}
+	healthy := 1.0
+	if c.db.health.problem() != "" {
+		healthy = 0
+	}
+	ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, healthy)
+	if free := c.db.health.free.Load(); free >= 0 {
+		ch <- prometheus.MustNewConstMetric(diskFreeDesc, prometheus.GaugeValue, float64(free))
+	}
+	ch <- prometheus.MustNewConstMetric(diskFreeMinDesc, prometheus.GaugeValue, float64(c.db.health.min))
 	counts, err := c.db.InFlight()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(scrapeErrorDesc, err)

@@ -127,7 +127,8 @@ func TestCollectorLint(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"troupe_storage_compactions_total", "troupe_storage_level_files", "troupe_storage_level_bytes",
-		"troupe_storage_wal_fsync_seconds", "troupe_storage_records_bytes", "troupe_storage_records", "troupe_executions_in_flight"} {
+		"troupe_storage_wal_fsync_seconds", "troupe_storage_records_bytes", "troupe_storage_records", "troupe_storage_healthy",
+		"troupe_storage_disk_free_bytes", "troupe_storage_disk_free_min_bytes", "troupe_executions_in_flight"} {
 		if _, ok := mfs[name]; !ok {
 			t.Errorf("%s not collected", name)
 		}
