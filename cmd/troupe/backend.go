@@ -194,11 +194,14 @@ func (b *backend) InstallPack(_ context.Context, archive []byte) (*domain.Pack, 
 
 func (b *backend) RemovePack(_ context.Context, ref string) error { return b.n.packs.Remove(ref) }
 
+// Ready is the node's own state first (starting, shutting down), then its
+// store's health: a store that cannot take writes makes the node refuse
+// webhooks and runs, saying why, before Pebble would fail it.
 func (b *backend) Ready() error {
 	if err := b.n.ready.Load(); err != nil {
 		return *err
 	}
-	return nil
+	return b.n.store.Healthy()
 }
 
 // page runs one store listing for an API query; cursors are ID text.

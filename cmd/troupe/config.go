@@ -21,7 +21,9 @@ import (
 
 	"github.com/troupehq/troupe/cluster"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/internal/bytesize"
 	"github.com/troupehq/troupe/runtimes"
+	"github.com/troupehq/troupe/storage"
 )
 
 // agentConfig is every setting of `troupe agent`. Each field's yaml tag is
@@ -38,6 +40,7 @@ type agentConfig struct {
 	Roles     []string      `yaml:"roles" help:"comma-separated roles: sensor, rule, worker, api"`
 	Placement time.Duration `yaml:"placement_timeout" help:"how long an execution waits for a member that runs its runtime before it fails"`
 	DataDir   string        `yaml:"data_dir" help:"directory of this node's Pebble store"`
+	MinFree   byteSize      `yaml:"min_free_disk" help:"free space the data dir's filesystem must keep (e.g. 512MiB, 2GiB); below it the node is not ready and refuses webhooks and runs"`
 	HTTPAddr  string        `yaml:"http_addr" help:"address of the HTTP API, host:port"`
 	Packs     []string      `yaml:"packs" help:"comma-separated pack directories, each a pack or a folder of packs"`
 	Runtimes  []string      `yaml:"runtimes" help:"runtimes this node offers (default: those this machine can run)"`
@@ -68,6 +71,7 @@ func defaultAgentConfig(dev bool) agentConfig {
 		LogLevel:  "info",
 		LogFormat: "json",
 		Shutdown:  15 * time.Second,
+		MinFree:   storage.DefaultMinFreeDisk,
 		Python:    "python3",
 		MaxOutput: 1 << 20,
 	}
@@ -185,6 +189,12 @@ func setField(v reflect.Value, s string) error {
 			return fmt.Errorf("%q is not a duration like 15s", s)
 		}
 		v.SetInt(int64(d))
+	case byteSize:
+		n, err := bytesize.Parse(s)
+		if err != nil {
+			return err
+		}
+		v.SetInt(int64(n))
 	case int, int64:
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
@@ -241,6 +251,9 @@ func (c agentConfig) validate() error {
 	}
 	if c.Shutdown <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown_timeout: %s, must be positive", c.Shutdown))
+	}
+	if c.MinFree < 1 {
+		errs = append(errs, fmt.Errorf("min_free_disk: %s, must be at least 1 byte", c.MinFree))
 	}
 	return errors.Join(errs...)
 }

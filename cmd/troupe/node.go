@@ -93,7 +93,7 @@ func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 	for _, w := range dirs.Warnings() {
 		log.Warn("pack warning", "problem", w.Error())
 	}
-	if n.store, err = storage.Open(storage.Config{Dir: cfg.DataDir, Logger: log}); err != nil {
+	if n.store, err = storage.Open(storage.Config{Dir: cfg.DataDir, Logger: log, MinFreeDisk: int64(cfg.MinFree)}); err != nil {
 		return nil, err
 	}
 	if n.packs, err = openPackSet(cfg.NodeName, cfg.DataDir, n.store, dirs, packOptions(reg), log.With("component", "packs")); err != nil {
