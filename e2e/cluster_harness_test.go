@@ -53,11 +53,7 @@ func WithNodeArgs(name string, args ...string) ClusterOption {
 // when it failed, each node's log is saved and its tail printed.
 func StartCluster(t *testing.T, size int, opts ...ClusterOption) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, cfg: clusterConfig{node: map[string][]string{}}, ports: map[int]bool{}}
-	for _, o := range opts {
-		o(&c.cfg)
-	}
-	t.Cleanup(c.cleanup)
+	c := newCluster(t, opts)
 	began := time.Now()
 	first := c.newNode("n1", nil)
 	c.seed = first.GossipAddr
@@ -81,6 +77,52 @@ func StartCluster(t *testing.T, size int, opts ...ClusterOption) *Cluster {
 	}
 	t.Logf("cluster of %d nodes formed in %s", size, time.Since(began).Round(time.Millisecond))
 	return c
+}
+
+func newCluster(t *testing.T, opts []ClusterOption) *Cluster {
+	c := &Cluster{t: t, cfg: clusterConfig{node: map[string][]string{}}, ports: map[int]bool{}}
+	for _, o := range opts {
+		o(&c.cfg)
+	}
+	t.Cleanup(c.cleanup)
+	return c
+}
+
+// NewCluster prepares nodes n1…nN without starting any. Every node is
+// given the same --join list, the gossip addresses of all of them (its
+// own included), as one config file shared by the whole cluster would.
+// Start them with Start or Spawn, in any order; AddNode and SpawnNode join
+// n1.
+func NewCluster(t *testing.T, size int, opts ...ClusterOption) *Cluster {
+	t.Helper()
+	c := newCluster(t, opts)
+	var seeds []string
+	for i := 1; i <= size; i++ {
+		seeds = append(seeds, c.newNode(fmt.Sprintf("n%d", i), nil).GossipAddr)
+	}
+	for _, n := range c.Nodes {
+		n.args = append(n.args, "--join", strings.Join(seeds, ","))
+	}
+	c.seed = seeds[0]
+	return c
+}
+
+// Start starts node n, prepared by NewCluster, and waits until it is ready.
+func (c *Cluster) Start(n *Node) {
+	c.t.Helper()
+	n.start()
+}
+
+// Spawn starts node n, prepared by NewCluster, without waiting for it.
+func (c *Cluster) Spawn(n *Node) {
+	c.t.Helper()
+	n.spawn()
+}
+
+// WaitReady waits until node n, spawned, is ready.
+func (c *Cluster) WaitReady(n *Node) {
+	c.t.Helper()
+	n.waitReady()
 }
 
 // newNode prepares (does not start) a node of this cluster.
@@ -213,8 +255,8 @@ func (c *Cluster) Restart(n *Node) {
 
 // Rejoin starts node n again on the same data dir, name and ports, joining
 // the gossip addresses of the live nodes (a node restarted with its
-// original --join cannot start while that seed is down), and waits until it
-// is ready.
+// original --join would run alone while that seed is down, retrying it),
+// and waits until it is ready.
 func (c *Cluster) Rejoin(n *Node) {
 	c.t.Helper()
 	var seeds []string

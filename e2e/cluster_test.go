@@ -231,7 +231,7 @@ func TestClusterTimerFailover(t *testing.T) {
 	var resumedAt time.Time // tick time of the first tick a survivor fired
 	var resumedOn string
 	waitFor(t, 15*time.Second, func() error {
-		owners, err := tickOwners(t, survivor)
+		owners, err := tickOwners(t, survivor, "tick.every")
 		if err != nil {
 			return err
 		}
@@ -265,7 +265,7 @@ func TestClusterTimerFailover(t *testing.T) {
 	c.WaitAllAlive(20 * time.Second)
 	rejoined := time.Now()
 	time.Sleep(6 * time.Second)
-	owners, err := tickOwners(t, survivor)
+	owners, err := tickOwners(t, survivor, "tick.every")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func TestClusterRestartedSeedDoesNotFireTwice(t *testing.T) {
 	killed := time.Now()
 	// The timer runs on n2 or n3 before n1 comes back.
 	waitFor(t, 20*time.Second, func() error {
-		owners, err := tickOwners(t, c.Node("n2"))
+		owners, err := tickOwners(t, c.Node("n2"), "tick.every")
 		if err != nil {
 			return err
 		}
@@ -329,7 +329,7 @@ func TestClusterRestartedSeedDoesNotFireTwice(t *testing.T) {
 			time.Since(restarted).Round(time.Millisecond))
 	}
 	time.Sleep(3 * time.Second)
-	owners, err := tickOwners(t, c.Node("n2"))
+	owners, err := tickOwners(t, c.Node("n2"), "tick.every")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,17 +337,33 @@ func TestClusterRestartedSeedDoesNotFireTwice(t *testing.T) {
 	checkTicksOnce(t, ledger, owners)
 }
 
-// timerPack is a pack whose 1-second interval timer rule appends
-// "EXECUTION_ID TICK_TIME" to ledger.
-func timerPack(t *testing.T, ledger string) string {
-	return writePack(t, "tick", map[string]string{
-		"actions/append.yaml": "name: append\nruntime: shell\nentry_point: append.sh\nparameters:\n  at: {type: string, required: true}\n",
-		"actions/append.sh":   "#!/bin/sh\necho \"$TROUPE_EXECUTION_ID $TROUPE_PARAM_AT\" >> " + ledger + "\n",
+// timerPack is a pack whose 1-second interval timer rule tick.every
+// appends "EXECUTION_ID TICK_TIME" to ledger. Each extra ledger gets a rule
+// of its own, tick.every2, tick.every3, …: a cron timer that also ticks
+// every second, with its own trigger instance, hence its own sensor grain,
+// placed independently of the others.
+func timerPack(t *testing.T, ledger string, extra ...string) string {
+	files := map[string]string{
+		"actions/append.yaml": "name: append\nruntime: shell\nentry_point: append.sh\nparameters:\n  at: {type: string, required: true}\n  ledger: {type: string, required: true}\n",
+		"actions/append.sh":   "#!/bin/sh\necho \"$TROUPE_EXECUTION_ID $TROUPE_PARAM_AT\" >> \"$TROUPE_PARAM_LEDGER\"\n",
 		"rules/every.yaml": `name: every
 trigger: {type: core.intervaltimer, parameters: {unit: seconds, delta: 1}}
-action: {ref: tick.append, parameters: {at: "{{ trigger.executed_at }}"}}
+action: {ref: tick.append, parameters: {at: "{{ trigger.executed_at }}", ledger: "` + ledger + `"}}
 `,
-	})
+	}
+	// Different spellings of "every second", so that each is a timer of its own.
+	seconds := []string{"* * * * * *", "*/1 * * * * *", "0-59 * * * * *", "0-59/1 * * * * *", "*/1 */1 * * * *"}
+	if len(extra) > len(seconds) {
+		t.Fatalf("timerPack: %d extra ledgers, at most %d", len(extra), len(seconds))
+	}
+	for i, l := range extra {
+		name := fmt.Sprintf("every%d", i+2)
+		files["rules/"+name+".yaml"] = "name: " + name + `
+trigger: {type: core.crontimer, parameters: {expression: "` + seconds[i] + `"}}
+action: {ref: tick.append, parameters: {at: "{{ trigger.executed_at }}", ledger: "` + l + `"}}
+`
+	}
+	return writePack(t, "tick", files)
 }
 
 // tickExec is one execution of the timer pack's rule.
@@ -356,14 +372,14 @@ type tickExec struct {
 	status   domain.Status
 }
 
-// tickOwners maps each tick time of the timer pack's rule to its
+// tickOwners maps each tick time of one of the timer pack's rules to its
 // executions, as node n's cluster-wide list shows them.
-func tickOwners(t *testing.T, n *Node) (map[time.Time][]tickExec, error) {
+func tickOwners(t *testing.T, n *Node, rule string) (map[time.Time][]tickExec, error) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	out := map[time.Time][]tickExec{}
 	for cursor := ""; ; {
-		page, err := n.Client.Executions(ctx, api.ListQuery{Rule: "tick.every", Limit: 500, Cursor: cursor})
+		page, err := n.Client.Executions(ctx, api.ListQuery{Rule: rule, Limit: 500, Cursor: cursor})
 		if err != nil {
 			return nil, err
 		}
@@ -392,7 +408,7 @@ func timerOwner(t *testing.T, n *Node, ledger string) string {
 		if n := len(readLedger(t, ledger)); n < 3 {
 			return fmt.Errorf("the ledger has %d ticks, want 3", n)
 		}
-		owners, err := tickOwners(t, n)
+		owners, err := tickOwners(t, n, "tick.every")
 		if err != nil {
 			return err
 		}

@@ -35,7 +35,8 @@ type agentConfig struct {
 	Cluster   string        `yaml:"cluster_name" help:"name of the cluster; nodes of another cluster are refused"`
 	Gossip    string        `yaml:"gossip_addr" help:"gossip (memberlist) address, ip:port; port 0 picks a free one"`
 	Remote    string        `yaml:"remote_addr" help:"actor remote (gRPC) address, ip:port; port 0 picks a free one"`
-	Join      []string      `yaml:"join" help:"comma-separated gossip addresses of members to join; empty starts a new cluster"`
+	Join      []string      `yaml:"join" help:"comma-separated gossip addresses of members to join (this node's own is skipped); empty starts a new cluster"`
+	JoinRetry time.Duration `yaml:"join_retry" help:"how often a node none of whose join seeds answered tries them again, after a first minute of tries every 2s; 0 fails the start instead"`
 	GossipKey string        `yaml:"gossip_key" help:"base64 AES key (16, 24 or 32 bytes) encrypting gossip; the same on every node"`
 	Roles     []string      `yaml:"roles" help:"comma-separated roles: sensor, rule, worker, api"`
 	Placement time.Duration `yaml:"placement_timeout" help:"how long an execution waits for a member that runs its runtime before it fails"`
@@ -64,6 +65,7 @@ func defaultAgentConfig(dev bool) agentConfig {
 		Remote:    "127.0.0.1:0",
 		Roles:     []string{"sensor", "rule", "worker", "api"},
 		Placement: time.Minute,
+		JoinRetry: 20 * time.Second,
 		DataDir:   "/var/lib/troupe",
 		HTTPAddr:  "127.0.0.1:8080",
 		Slots:     2 * runtime.NumCPU(),
@@ -242,6 +244,9 @@ func (c agentConfig) validate() error {
 		if _, err := cluster.ParseRole(r); err != nil {
 			errs = append(errs, fmt.Errorf("roles: %w", err))
 		}
+	}
+	if c.JoinRetry < 0 {
+		errs = append(errs, fmt.Errorf("join_retry: %s, must not be negative", c.JoinRetry))
 	}
 	if c.Placement <= 0 {
 		errs = append(errs, fmt.Errorf("placement_timeout: %s, must be positive", c.Placement))

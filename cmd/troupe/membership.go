@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -36,20 +37,17 @@ func (n *node) joinCluster() error {
 	gc := cluster.DefaultConfig()
 	gc.Meta = cluster.Meta{Name: n.cfg.NodeName, Cluster: n.cfg.Cluster, APIAddr: n.listener.Addr().String(),
 		Roles: roles, Runtimes: n.runtimes.Names(), Slots: n.cfg.Slots, Packs: n.packs.Digest()}
-	gc.BindAddr, gc.Join, gc.GossipKey, gc.Logger = n.cfg.Gossip, n.cfg.Join, key, n.log
-	saved := n.savedPeers()
+	gc.BindAddr, gc.Join, gc.JoinRetry, gc.GossipKey, gc.Logger = n.cfg.Gossip, n.cfg.Join, n.cfg.JoinRetry, key, n.log
 	if len(gc.Join) == 0 {
 		// A node restarted without --join (the one that founded the cluster)
 		// would otherwise come back as a cluster of its own, firing the
-		// timers the others took over; it rejoins the members it last saw.
-		gc.Join = saved
+		// timers the others took over; it rejoins the members it last saw,
+		// and waits for them if none answers, whatever join_retry says,
+		// since it was never told to fail without them.
+		gc.Join = n.savedPeers()
+		gc.JoinRetry = cmp.Or(gc.JoinRetry, cluster.DefaultConfig().JoinRetry)
 	}
 	g, err := cluster.New(gc)
-	if err != nil && len(n.cfg.Join) == 0 && len(saved) > 0 {
-		n.log.Warn("none of the members this node last saw answered; starting alone", "last_seen", saved, "err", err)
-		gc.Join = nil
-		g, err = cluster.New(gc)
-	}
 	if err != nil {
 		return err
 	}
@@ -89,7 +87,9 @@ const maxActorMessage = 2*packs.MaxArchive + 1<<20
 // half of the members it knows (left ones excepted) alive, so it may be on
 // the losing side of a partition while the others re-placed its timers.
 // Exactly half is not fenced, so the survivor of a two-node cluster keeps
-// its timers.
+// its timers. A node that has not yet met any of its seeds counts them as
+// members it cannot reach: nodes of a new cluster started at the same
+// moment each run alone until their retries meet, and must not all fire.
 func (n *node) fenced() string {
 	alive, known := 0, 0
 	for _, m := range n.gossip.Members() {
@@ -102,7 +102,13 @@ func (n *node) fenced() string {
 			known++
 		}
 	}
-	if 2*alive < known {
+	seeds := n.gossip.Joining()
+	known += len(seeds)
+	switch {
+	case 2*alive >= known:
+	case len(seeds) > 0:
+		return fmt.Sprintf("not yet joined any of its seeds %s (%d of %d members reachable)", strings.Join(seeds, ", "), alive, known)
+	default:
 		return fmt.Sprintf("only %d of %d members reachable", alive, known)
 	}
 	return ""
