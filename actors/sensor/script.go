@@ -100,11 +100,15 @@ func (s *supervisor) runOnce(ctx context.Context, system *actor.ActorSystem, up 
 	}()
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 0, 4096), maxLine)
-	rules := actor.NewPID(system.Address(), protocol.RulesActor)
 	for line := 1; sc.Scan(); line++ {
 		ev, err := s.parse(sc.Bytes())
 		if err != nil {
 			s.log.Warn("sensor line skipped", "line", line, "err", err)
+			continue
+		}
+		rules, err := s.cfg.accept(system, protocol.ID(ev.Id))
+		if err != nil {
+			s.log.Error("sensor event not accepted", "line", line, "err", err)
 			continue
 		}
 		// Waiting for the acceptance makes a fast sensor feel backpressure

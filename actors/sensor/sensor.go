@@ -44,6 +44,11 @@ type Config struct {
 	// firing: the member sees too few others to trust it still owns them.
 	// Default: never fenced.
 	Fenced func() string
+	// Accept returns the rules actor that evaluates and stores the event
+	// of that ID: this member's own, or when it lacks the rule role, one of
+	// a member that has it; an error says why there is none. Default: this
+	// member's rules actor.
+	Accept func(domain.ID) (*actor.PID, error)
 	// Touch is how often the keeper re-activates every sensor; it bounds how
 	// long a sensor stays down after its member is declared dead. Default 1s.
 	Touch   time.Duration
@@ -67,6 +72,14 @@ func (cfg *Config) defaults() {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.Discard()
 	}
+}
+
+// accept is the rules actor an event of this member's sensors goes to.
+func (cfg Config) accept(system *actor.ActorSystem, id domain.ID) (*actor.PID, error) {
+	if cfg.Accept == nil {
+		return actor.NewPID(system.Address(), protocol.RulesActor), nil
+	}
+	return cfg.Accept(id)
 }
 
 // definition is what one grain runs: a timer or a script sensor.
@@ -190,7 +203,7 @@ func (g *grain) Receive(ctx actor.Context) {
 			a = &supervisor{cfg: cfg, sensor: def.sensor, log: cfg.Logger.With("component", "sensor", "sensor", def.sensor.Ref)}
 		} else {
 			a = &timer{trigger: def.trigger, params: def.params, instance: def.instance, sched: def.sched, fenced: cfg.Fenced,
-				lag: cfg.Metrics.TimerLag.WithLabelValues(def.trigger),
+				lag: cfg.Metrics.TimerLag.WithLabelValues(def.trigger), accept: cfg.accept,
 				log: cfg.Logger.With("component", "timer", "trigger", def.instance)}
 		}
 		ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return a }))

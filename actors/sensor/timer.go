@@ -109,6 +109,7 @@ type timer struct {
 	sched    Schedule
 	clock    *time.Timer
 	fenced   func() string
+	accept   func(*actor.ActorSystem, domain.ID) (*actor.PID, error)
 	lag      prometheus.Observer
 	log      *slog.Logger
 }
@@ -133,8 +134,10 @@ func (t *timer) Receive(ctx actor.Context) {
 			t.log.Warn("tick skipped: this member is fenced", "tick", msg.at, "reason", reason)
 		} else if err != nil {
 			t.log.Error("encode tick", "err", err)
+		} else if rules, err := t.accept(ctx.ActorSystem(), protocol.ID(ev.Id)); err != nil {
+			t.log.Error("tick not delivered", "tick", msg.at, "err", err)
 		} else {
-			ctx.Request(actor.NewPID(ctx.ActorSystem().Address(), protocol.RulesActor), ev)
+			ctx.Request(rules, ev)
 		}
 		t.arm(ctx, maxTime(msg.at, time.Now().Add(-time.Millisecond)))
 	case *protocol.EventAccepted:

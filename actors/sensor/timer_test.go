@@ -1,9 +1,19 @@
 package sensor
 
 import (
+	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/troupehq/troupe/actors/actortest"
+	"github.com/troupehq/troupe/actors/protocol"
+	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/metrics"
 )
 
 func at(s string) time.Time {
@@ -98,6 +108,59 @@ func TestNewScheduleRejectsBadParameters(t *testing.T) {
 	}
 	if s, err := NewSchedule("core.webhook", map[string]any{"url": "x"}); s != nil || err != nil {
 		t.Errorf("NewSchedule(core.webhook) = %v, %v; want no schedule and no error", s, err)
+	}
+}
+
+// TestTimerTicksGoWhereAcceptSays: on a member without the rule role,
+// ticks go to the rules actor Accept names (another member's), never to a
+// local one; while Accept finds none, ticks are dropped and the timer keeps
+// its schedule.
+func TestTimerTicksGoWhereAcceptSays(t *testing.T) {
+	sys := actortest.NewSystem(t)
+	accepted := func(ctx actor.Context, msg any) {
+		if ev, ok := msg.(*protocol.Event); ok {
+			ctx.Respond(&protocol.EventAccepted{Id: ev.Id})
+		}
+	}
+	local := actortest.NewProbe(t, sys, protocol.RulesActor, accepted)
+	elsewhere := actortest.NewProbe(t, sys, "rules-of-a-rule-member", accepted)
+	var none atomic.Bool
+	cfg := Config{Accept: func(domain.ID) (*actor.PID, error) {
+		if none.Load() {
+			return nil, errors.New("no live member has the rule role")
+		}
+		return elsewhere.PID, nil
+	}}
+	period := 100 * time.Millisecond
+	tm := &timer{trigger: "core.intervaltimer", instance: "every 100ms", sched: interval(period),
+		fenced: func() string { return "" }, accept: cfg.accept, lag: metrics.Discard().TimerLag.WithLabelValues("t"),
+		log: actortest.Logger(t)}
+	actortest.Spawn(t, sys, actor.PropsFromProducer(func() actor.Actor { return tm }), "timer")
+
+	ticks := func() int { elsewhere.Sync(t); return len(actortest.Received[*protocol.Event](elsewhere)) }
+	actortest.WaitFor(t, 5*time.Second, func() error {
+		if n := ticks(); n < 3 {
+			return fmt.Errorf("the rule member got %d ticks, want 3", n)
+		}
+		return nil
+	})
+	none.Store(true)
+	time.Sleep(3 * period) // a tick in flight may still land
+	dropped := ticks()
+	time.Sleep(5 * period)
+	if n := ticks(); n != dropped {
+		t.Errorf("the rule member got %d ticks while Accept found none, want none", n-dropped)
+	}
+	none.Store(false)
+	actortest.WaitFor(t, 5*time.Second, func() error {
+		if n := ticks(); n < dropped+2 {
+			return fmt.Errorf("the rule member got %d ticks since Accept found it again, want 2", n-dropped)
+		}
+		return nil
+	})
+	local.Sync(t)
+	if n := len(local.Messages()); n != 0 {
+		t.Errorf("this member's own rules actor got %d messages, want none", n)
 	}
 }
 
