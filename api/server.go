@@ -41,6 +41,12 @@ type Config struct {
 	// Metrics, when non-nil, is served at GET /metrics (typically promhttp
 	// over the node's registry).
 	Metrics http.Handler
+	// NotServed, when set, is asked before every request except /healthz,
+	// /readyz, /metrics and the members' own queries to each other (GET
+	// with ?local=true); an error it returns is the answer. A node without
+	// the api role refuses its clients this way, naming the members that
+	// serve them. Default nil: everything is served.
+	NotServed func() error
 	// MaxPack is the largest pack archive POST /api/v1/packs accepts, in
 	// bytes. Zero means the default, 32 MiB.
 	MaxPack int64
@@ -197,10 +203,22 @@ func (p *probe) Write(b []byte) (int, error) { return p.body.Write(b) }
 // endpoint answers a request with a status and a JSON body, or an error.
 type endpoint func(w http.ResponseWriter, r *http.Request) (int, any, error)
 
+// ungated routes are answered whatever Config.NotServed says: probes are
+// the node's operator's, not the API's clients'.
+var ungated = []string{"GET /healthz", "GET /readyz"}
+
 func (s *Server) route(pattern string, e endpoint) {
+	gated := s.cfg.NotServed != nil && !slices.Contains(ungated, pattern)
 	s.mux.Handle(pattern, s.instrument(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("local") == "true" {
+		local := r.URL.Query().Get("local") == "true"
+		if local {
 			r = r.WithContext(withLocal(r.Context()))
+		}
+		if gated && !(local && r.Method == http.MethodGet) {
+			if err := s.cfg.NotServed(); err != nil {
+				s.fail(w, r, err)
+				return
+			}
 		}
 		code, body, err := e(w, r)
 		if err != nil {
@@ -492,4 +510,3 @@ func (s *Server) packViews(ctx context.Context) ([]*domain.Pack, error) {
 	ps, err := s.b.PackViews(ctx)
 	return maskCatalog(ps), err
 }
-

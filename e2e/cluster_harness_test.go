@@ -294,7 +294,7 @@ func (c *Cluster) allAlive() error {
 	live := c.Live()
 	for _, n := range live {
 		ctx, cancel := context.WithTimeout(c.t.Context(), 2*time.Second)
-		ms, err := n.Client.Members(ctx)
+		ms, err := n.members(ctx)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("members of %s: %w", n.Name, err)
@@ -317,7 +317,7 @@ func (c *Cluster) Members(n *Node) []api.MemberView {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(c.t.Context(), 5*time.Second)
 	defer cancel()
-	ms, err := n.Client.Members(ctx)
+	ms, err := n.members(ctx)
 	if err != nil {
 		c.t.Fatalf("members of %s: %v", n.Name, err)
 	}
@@ -333,7 +333,7 @@ func (c *Cluster) WaitMembers(n *Node, want map[string]string, within time.Durat
 		ctx, cancel := context.WithTimeout(c.t.Context(), 2*time.Second)
 		defer cancel()
 		var err error
-		if ms, err = n.Client.Members(ctx); err != nil {
+		if ms, err = n.members(ctx); err != nil {
 			return fmt.Errorf("members of %s: %w", n.Name, err)
 		}
 		got := map[string]string{}
@@ -351,6 +351,14 @@ func (c *Cluster) WaitMembers(n *Node, want map[string]string, within time.Durat
 		return nil
 	})
 	return ms
+}
+
+// members is node n's member list, asked the way members ask each other
+// (?local=true), so that a node without the api role answers too.
+func (n *Node) members(ctx context.Context) ([]api.MemberView, error) {
+	c := *n.Client
+	c.Local = true
+	return c.Members(ctx)
 }
 
 func describe(m map[string]string) string {

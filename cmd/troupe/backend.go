@@ -45,9 +45,13 @@ func (b *backend) Webhook(ctx context.Context, name string, headers map[string]s
 	if err != nil {
 		return domain.ID{}, fmt.Errorf("encode event: %w", err)
 	}
-	res, err := b.n.system.Root.RequestFuture(b.n.pid(protocol.RulesActor), msg, acceptTimeout).Result()
+	rules, err := b.n.rulesFor(ev.ID)
 	if err != nil {
-		return domain.ID{}, fmt.Errorf("accept event: %w", err)
+		return domain.ID{}, err
+	}
+	res, err := b.n.system.Root.RequestFuture(rules, msg, acceptTimeout).Result()
+	if err != nil {
+		return domain.ID{}, fmt.Errorf("accept event at %s: %w", rules.Address, err)
 	}
 	if acc := res.(*protocol.EventAccepted); acc.Error != "" {
 		return domain.ID{}, errors.New(acc.Error)

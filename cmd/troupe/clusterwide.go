@@ -4,12 +4,15 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/cluster"
 	"github.com/troupehq/troupe/domain"
 )
 
@@ -122,6 +125,29 @@ func clusterGet[T any](ctx context.Context, b *backend, local func() (T, error),
 		return v, errors.Join(append([]error{err, errors.New("and some members could not be asked:")}, unreachable...)...)
 	}
 	return v, err
+}
+
+// apiGate refuses the API's clients on a member without the api role,
+// naming the members that serve it (api.Config.NotServed); nil on a member
+// with the role.
+func (n *node) apiGate() func() error {
+	if n.cfg.hasRole(cluster.RoleAPI) {
+		return nil
+	}
+	return func() error {
+		var serving []string
+		for _, m := range n.gossip.Alive() {
+			if m.HasRole(cluster.RoleAPI) && m.APIAddr != "" {
+				serving = append(serving, fmt.Sprintf("%s at http://%s", m.Name, m.APIAddr))
+			}
+		}
+		ask := "no live member serves it"
+		if len(serving) > 0 {
+			ask = "ask " + strings.Join(serving, ", ")
+		}
+		return api.NewError(api.CodeMisdirected, "node %s does not serve the API (its roles: %s); %s",
+			n.cfg.NodeName, strings.Join(n.cfg.Roles, ", "), ask)
+	}
 }
 
 func isNotFound(err error) bool {

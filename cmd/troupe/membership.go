@@ -22,7 +22,9 @@ import (
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/actors/sensor"
 	"github.com/troupehq/troupe/actors/worker"
+	"github.com/troupehq/troupe/api"
 	"github.com/troupehq/troupe/cluster"
+	"github.com/troupehq/troupe/domain"
 	"github.com/troupehq/troupe/packs"
 )
 
@@ -112,6 +114,29 @@ func (n *node) fenced() string {
 		return fmt.Sprintf("only %d of %d members reachable", alive, known)
 	}
 	return ""
+}
+
+// rulesFor is the rules actor that evaluates and stores the event of that
+// ID, accepted on this member: its own when it has the rule role, since
+// ownership follows acceptance; otherwise that of a live rule member picked
+// by the event ID. A tick fired twice has one ID, so both firings reach the
+// same store, where the second is a duplicate.
+func (n *node) rulesFor(id domain.ID) (*actor.PID, error) {
+	if n.cfg.hasRole(cluster.RoleRule) {
+		return n.pid(protocol.RulesActor), nil
+	}
+	var candidates []cluster.Member
+	for _, m := range n.gossip.Alive() {
+		if m.HasRole(cluster.RoleRule) && m.RemoteAddr != "" {
+			candidates = append(candidates, m)
+		}
+	}
+	m, ok := cluster.Pick(id.String(), candidates)
+	if !ok {
+		return nil, api.NewError(api.CodeNoMember, "no live member has the rule role, which evaluates events; node %s has roles %s",
+			n.cfg.NodeName, strings.Join(n.cfg.Roles, ", "))
+	}
+	return actor.NewPID(m.RemoteAddr, protocol.RulesActor), nil
 }
 
 // remoteAddr is the actor address of the named member, "" if unknown.

@@ -176,8 +176,11 @@ func (n *node) startActors() {
 		Placement: placement{n: n}, OnTerminal: n.done.Completed,
 		PlacementTimeout: n.cfg.Placement, Metrics: n.metrics, Logger: n.log.With("component", "execution")}), protocol.ExecutionsActor)
 
-	spawn(rule.Props(rule.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.packs.live, Rules: n.compile(n.packs.live.Catalog()),
-		Metrics: n.metrics, Logger: n.log.With("component", "rule")}), protocol.RulesActor)
+	compiled := n.compile(n.packs.live.Catalog())
+	if n.cfg.hasRole(cluster.RoleRule) {
+		spawn(rule.Props(rule.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.packs.live, Rules: compiled,
+			Metrics: n.metrics, Logger: n.log.With("component", "rule")}), protocol.RulesActor)
+	}
 	spawn(pack.Props(n.packs), protocol.PacksActor)
 	n.packs.changed = n.packsChanged
 }
@@ -203,7 +206,10 @@ func (n *node) compile(cat *packs.Catalog) []*rules.Compiled {
 // packsChanged puts a new catalog to work: rules, webhooks, sensors, and
 // the digest that tells the other members to come and fetch it.
 func (n *node) packsChanged(cat *packs.Catalog, digest string) {
-	n.system.Root.Send(n.pid(protocol.RulesActor), &rule.SetRules{Rules: n.compile(cat)})
+	compiled := n.compile(cat)
+	if n.cfg.hasRole(cluster.RoleRule) {
+		n.system.Root.Send(n.pid(protocol.RulesActor), &rule.SetRules{Rules: compiled})
+	}
 	if n.sensors != nil {
 		cfg := sensorConfig(cat)
 		n.sensors.Update(cfg.Rules, cfg.Sensors)
@@ -236,6 +242,7 @@ func (n *node) sensorConfig() sensor.Config {
 	cfg := sensorConfig(n.packs.live.Catalog())
 	cfg.Node, cfg.Fenced, cfg.Interpreter, cfg.Env, cfg.Metrics, cfg.Logger =
 		n.cfg.NodeName, n.fenced, n.runtimes.Interpreter, n.cfg.runtimes().Env, n.metrics, n.log
+	cfg.Accept = n.rulesFor
 	return cfg
 }
 
@@ -288,7 +295,7 @@ func (n *node) abandon(ex *domain.Execution) error {
 
 func (n *node) serveHTTP() error {
 	cfg := api.DefaultConfig()
-	cfg.MaxBody, cfg.Logger = n.cfg.MaxBody, n.log
+	cfg.MaxBody, cfg.Logger, cfg.NotServed = n.cfg.MaxBody, n.log, n.apiGate()
 	cfg.Metrics = promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{Registry: n.registry})
 	srv, err := api.NewServer(cfg, &backend{n: n}, n.registry)
 	if err != nil {
