@@ -29,6 +29,7 @@ type DB struct {
 	health   *health
 	fsHealth func() error // stops Pebble's disk health checks
 	records  recordCounts
+	live     live
 }
 
 // Open opens (creating if needed) the store in cfg.Dir.

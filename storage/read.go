@@ -32,7 +32,11 @@ func (db *DB) Enforcement(id domain.ID) (*domain.Enforcement, error) {
 // Execution returns the current record of an execution; the error wraps
 // domain.ErrNotFound if there is none.
 func (db *DB) Execution(id domain.ID) (*domain.Execution, error) {
-	return lookup[domain.Execution](db.pdb, "execution", pfxExecution, id)
+	ex, err := db.current(id)
+	if err != nil {
+		return nil, fmt.Errorf("get execution %s: %w", id, err)
+	}
+	return ex, nil
 }
 
 func lookup[T any](r pebble.Reader, what, prefix string, id domain.ID) (*T, error) {

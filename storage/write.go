@@ -12,9 +12,16 @@ import (
 // creation is a batch of new records that commits only if none of them
 // exists yet.
 type creation struct {
-	b     *pebble.Batch
-	ids   []domain.ID // to lock
-	fresh []fresh     // to check for absence
+	b       *pebble.Batch
+	ids     []domain.ID // to lock
+	fresh   []fresh     // to check for absence
+	created []encoded   // executions, cached once committed
+}
+
+// encoded is a record with the bytes it is stored as.
+type encoded struct {
+	ex  *domain.Execution
+	enc []byte
 }
 
 type fresh struct {
@@ -23,17 +30,15 @@ type fresh struct {
 	key  []byte
 }
 
-// create adds a record that must not exist yet.
-func (c *creation) create(what string, id domain.ID, k []byte, v any) error {
+// create adds a record that must not exist yet, and returns its encoding.
+func (c *creation) create(what string, id domain.ID, k []byte, v any) ([]byte, error) {
 	if id.IsZero() {
-		return fmt.Errorf("%s has no id", what)
+		return nil, fmt.Errorf("%s has no id", what)
 	}
 	c.ids = append(c.ids, id)
 	c.fresh = append(c.fresh, fresh{what, id, k})
-	return c.set(k, v)
+	return set(c.b, k, v)
 }
-
-func (c *creation) set(k []byte, v any) error { return set(c.b, k, v) }
 
 // execution adds a new execution in its initial state. The caller's record
 // is copied, not modified, so callers may share it across goroutines.
@@ -47,11 +52,13 @@ func (c *creation) execution(ex *domain.Execution) error {
 	if rec.CreatedAt.IsZero() {
 		rec.CreatedAt = time.Now()
 	}
-	if err := c.create("execution", rec.ID, key(pfxExecution, rec.ID), &rec); err != nil {
+	enc, err := c.create("execution", rec.ID, key(pfxExecution, rec.ID), &rec)
+	if err != nil {
 		return err
 	}
+	c.created = append(c.created, encoded{&rec, enc})
 	h := domain.HistoryEntry{Status: rec.Status, At: rec.CreatedAt, Attempt: rec.Attempt, Seq: rec.Seq, Node: rec.Node}
-	if err := c.set(key(pfxHistory, rec.ID, rec.Seq), &h); err != nil {
+	if _, err := set(c.b, key(pfxHistory, rec.ID, rec.Seq), &h); err != nil {
 		return err
 	}
 	return c.b.Set(key(activePrefix(rec.Status), rec.ID), nil, nil)
@@ -76,6 +83,9 @@ func (db *DB) commit(c *creation) error {
 		return err
 	}
 	db.records.created(c.fresh)
+	for _, e := range c.created {
+		db.live.put(e.ex, e.enc)
+	}
 	return nil
 }
 
@@ -98,7 +108,7 @@ func (db *DB) AcceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*d
 func (db *DB) acceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*domain.Execution) error {
 	c := &creation{b: db.pdb.NewBatch()}
 	defer c.b.Close()
-	if err := c.create("event", ev.ID, key(pfxEvent, ev.ID), ev); err != nil {
+	if _, err := c.create("event", ev.ID, key(pfxEvent, ev.ID), ev); err != nil {
 		return err
 	}
 	for _, en := range enfs {
@@ -108,7 +118,7 @@ func (db *DB) acceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*d
 		if en.Event != ev.ID {
 			return fmt.Errorf("enforcement %s belongs to event %s", en.ID, en.Event)
 		}
-		if err := c.create("enforcement", en.ID, key(pfxEnforcement, en.ID), en); err != nil {
+		if _, err := c.create("enforcement", en.ID, key(pfxEnforcement, en.ID), en); err != nil {
 			return err
 		}
 	}
@@ -171,7 +181,7 @@ type Transition struct {
 // An unknown id yields an error wrapping domain.ErrNotFound.
 func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, error) {
 	defer db.lock(id)()
-	stored, err := get[domain.Execution](db.pdb, key(pfxExecution, id))
+	stored, err := db.current(id)
 	if err != nil {
 		return nil, false, fmt.Errorf("apply transitions to execution %s: %w", id, err)
 	}
@@ -182,7 +192,7 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 		h, err := step(&ex, t)
 		if err == nil && h != nil {
 			changed = true
-			err = set(b, key(pfxHistory, id, h.Seq), h)
+			_, err = set(b, key(pfxHistory, id, h.Seq), h)
 		}
 		if err != nil {
 			return stored, false, fmt.Errorf("apply transition of execution %s to %s: %w", id, t.To, err)
@@ -191,41 +201,47 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 	if !changed {
 		return stored, false, nil
 	}
-	if err := db.writeExecution(b, stored.Status, &ex); err != nil {
+	enc, err := db.writeExecution(b, stored.Status, &ex)
+	if err != nil {
+		db.live.drop(id)
 		return stored, false, fmt.Errorf("apply transitions to execution %s: %w", id, err)
 	}
+	db.live.put(&ex, enc)
 	return &ex, true, nil
 }
 
 // writeExecution stores ex, moves its index entry from status from, and on
-// a terminal status adds the completion to the outbox, then commits.
-func (db *DB) writeExecution(b *pebble.Batch, from domain.Status, ex *domain.Execution) error {
-	if err := set(b, key(pfxExecution, ex.ID), ex); err != nil {
-		return err
+// a terminal status adds the completion to the outbox, then commits. It
+// returns the record's encoding.
+func (db *DB) writeExecution(b *pebble.Batch, from domain.Status, ex *domain.Execution) ([]byte, error) {
+	enc, err := set(b, key(pfxExecution, ex.ID), ex)
+	if err != nil {
+		return nil, err
 	}
 	// Deleted first: a batch applies in order, so when the status ends where
 	// it started (a retry back to requested) the entry survives.
 	if err := b.Delete(key(activePrefix(from), ex.ID), nil); err != nil {
-		return err
+		return nil, err
 	}
 	if ex.Status.Terminal() {
 		// Only one terminal transition can ever be applied (terminal is
 		// absorbing), so this is the one completion of the execution.
 		if err := b.Set(Completion{ex.ID, ex.Seq}.key(), nil, nil); err != nil {
-			return err
+			return nil, err
 		}
 	} else if err := b.Set(key(activePrefix(ex.Status), ex.ID), nil, nil); err != nil {
-		return err
+		return nil, err
 	}
-	return b.Commit(pebble.Sync)
+	return enc, b.Commit(pebble.Sync)
 }
 
-func set(b *pebble.Batch, k []byte, v any) error {
+// set adds v to the batch and returns its encoding; the batch keeps a copy.
+func set(b *pebble.Batch, k []byte, v any) ([]byte, error) {
 	enc, err := encode(v)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return b.Set(k, enc, nil)
+	return enc, b.Set(k, enc, nil)
 }
 
 // step applies t to ex in memory and returns the history entry it makes, or

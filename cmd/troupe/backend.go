@@ -88,14 +88,18 @@ func (b *backend) Execution(ctx context.Context, id domain.ID) (*domain.Executio
 // WaitExecution waits here when the execution is this node's, and lets its
 // owner wait otherwise.
 func (b *backend) WaitExecution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error) {
-	wait := time.Until(deadlineOr(ctx, time.Now().Add(api.MaxWait)))
-	if _, err := b.n.store.Execution(id); err == nil {
-		if _, err := b.n.done.wait(ctx, id, func() (*domain.Execution, error) { return b.n.store.Execution(id) }); err != nil {
-			return nil, nil, err
-		}
-		wait = 0
+	ex, err := b.n.done.wait(ctx, id, func() (*domain.Execution, error) { return b.n.store.Execution(id) })
+	if errors.Is(err, domain.ErrNotFound) {
+		return b.execution(ctx, id, time.Until(deadlineOr(ctx, time.Now().Add(api.MaxWait))))
 	}
-	return b.execution(ctx, id, wait)
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := b.n.store.History(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ex, h, nil
 }
 
 func deadlineOr(ctx context.Context, def time.Time) time.Time {

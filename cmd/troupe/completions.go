@@ -16,9 +16,8 @@ import (
 // This dispatcher records the metrics, wakes whoever waits on that
 // execution, and deletes the entries. Entries a crash left behind are
 // delivered from the store when the dispatcher is created, before anything
-// of this process can finish: every completion is announced at least once,
-// and only a crash can make it twice; waiters re-read the record, so a
-// repeat is harmless.
+// of this process can finish: every completion is observed at least once,
+// and only a crash can make it twice.
 type completions struct {
 	store   *storage.DB
 	metrics *metrics.Metrics
@@ -26,11 +25,11 @@ type completions struct {
 	kick    chan struct{}
 	mu      sync.Mutex
 	queue   []*domain.Execution // committed terminal records, not yet delivered
-	waiters map[domain.ID][]chan struct{}
+	waiters map[domain.ID][]chan *domain.Execution
 }
 
 func newCompletions(store *storage.DB, m *metrics.Metrics, log *slog.Logger) *completions {
-	c := &completions{store: store, metrics: m, log: log, kick: make(chan struct{}, 1), waiters: map[domain.ID][]chan struct{}{}}
+	c := &completions{store: store, metrics: m, log: log, kick: make(chan struct{}, 1), waiters: map[domain.ID][]chan *domain.Execution{}}
 	c.redeliver()
 	return c
 }
@@ -70,7 +69,7 @@ func (c *completions) deliver() {
 	acks := make([]storage.Completion, len(batch))
 	for i, ex := range batch {
 		c.observe(ex)
-		c.announce(ex.ID)
+		c.announce(ex)
 		acks[i] = storage.Completion{Execution: ex.ID, Seq: ex.Seq}
 	}
 	if err := c.store.AckCompletions(acks...); err != nil {
@@ -121,39 +120,40 @@ func (c *completions) observe(ex *domain.Execution) {
 	}
 }
 
-func (c *completions) announce(id domain.ID) {
+// announce hands the terminal record to everyone waiting on it.
+func (c *completions) announce(ex *domain.Execution) {
 	c.mu.Lock()
-	ws := c.waiters[id]
-	delete(c.waiters, id)
+	ws := c.waiters[ex.ID]
+	delete(c.waiters, ex.ID)
 	c.mu.Unlock()
 	for _, w := range ws {
-		close(w)
+		w <- ex
 	}
 }
 
-// wait blocks until the execution load returns is terminal or ctx ends.
-// It subscribes before it reads, so a completion between the two is not missed.
+// wait returns the execution once it is terminal, or as it is when ctx
+// ends; a load error (such as domain.ErrNotFound) is returned at once. It
+// subscribes before it loads, so a completion between the two is not missed.
 func (c *completions) wait(ctx context.Context, id domain.ID, load func() (*domain.Execution, error)) (*domain.Execution, error) {
-	for {
-		ch := make(chan struct{})
-		c.mu.Lock()
-		c.waiters[id] = append(c.waiters[id], ch)
-		c.mu.Unlock()
-		ex, err := load()
-		if err != nil || ex.Status.Terminal() {
-			c.unsubscribe(id, ch)
-			return ex, err
-		}
-		select {
-		case <-ctx.Done():
-			c.unsubscribe(id, ch)
-			return load()
-		case <-ch:
-		}
+	ch := make(chan *domain.Execution, 1) // announce never blocks on a waiter
+	c.mu.Lock()
+	c.waiters[id] = append(c.waiters[id], ch)
+	c.mu.Unlock()
+	ex, err := load()
+	if err != nil || ex.Status.Terminal() {
+		c.unsubscribe(id, ch)
+		return ex, err
+	}
+	select {
+	case <-ctx.Done():
+		c.unsubscribe(id, ch)
+		return load()
+	case ex := <-ch:
+		return ex, nil
 	}
 }
 
-func (c *completions) unsubscribe(id domain.ID, ch chan struct{}) {
+func (c *completions) unsubscribe(id domain.ID, ch chan *domain.Execution) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ws := c.waiters[id]
