@@ -13,6 +13,7 @@ import (
 
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/internal/dispatch"
 	"github.com/troupehq/troupe/metrics"
 	"github.com/troupehq/troupe/storage"
 )
@@ -97,7 +98,7 @@ func Props(cfg Config) *actor.Props {
 	cfg.defaults()
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &manager{cfg: cfg, children: map[string]*actor.PID{}}
-	})
+	}, actor.WithDispatcher(dispatch.Shared))
 }
 
 // manager routes messages to the child of their execution, spawning it on
@@ -154,7 +155,7 @@ func (m *manager) forward(ctx actor.Context, rawID []byte) {
 		// draining its mailbox under the plain name.
 		pid = ctx.SpawnPrefix(actor.PropsFromProducer(func() actor.Actor {
 			return &child{cfg: m.cfg, id: id, log: m.cfg.Logger.With("execution", key)}
-		}), key+"$")
+		}, actor.WithDispatcher(dispatch.Shared)), key+"$")
 		ctx.Watch(pid)
 		m.children[key] = pid
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/internal/dispatch"
 	"github.com/troupehq/troupe/metrics"
 	"github.com/troupehq/troupe/rules"
 )
@@ -101,12 +102,12 @@ func (r *router) spawn(ctx actor.Context, compiled []*rules.Compiled) {
 	}
 	for typ, rs := range byType {
 		e := &evaluator{cfg: r.cfg, byInstance: rs, commits: r.commits, log: r.cfg.Logger.With("trigger", typ)}
-		r.children[typ] = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return e }))
+		r.children[typ] = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return e }, actor.WithDispatcher(dispatch.Shared)))
 	}
 	// Events of trigger types no rule listens to are still stored.
 	r.children[""] = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
 		return &evaluator{cfg: r.cfg, commits: r.commits, log: r.cfg.Logger}
-	}))
+	}, actor.WithDispatcher(dispatch.Shared)))
 }
 
 type evaluator struct {
@@ -138,7 +139,7 @@ func (e *evaluator) Receive(ctx actor.Context) {
 	// Pebble's commit pipeline at once and share fsyncs; the semaphore is
 	// acquired here, so a saturated disk slows the senders down.
 	e.commits <- struct{}{}
-	go func() {
+	dispatch.Shared.Go(func() {
 		defer func() { <-e.commits }()
 		err := e.cfg.Store.AcceptEvent(ev, enfs, exs)
 		ack := &protocol.EventAccepted{Id: msg.Id, Executions: int32(len(exs))}
@@ -161,7 +162,7 @@ func (e *evaluator) Receive(ctx actor.Context) {
 		if sender != nil {
 			root.Send(sender, ack)
 		}
-	}()
+	})
 }
 
 // evaluate applies every rule of the event's trigger instance. A rule that

@@ -12,6 +12,7 @@ import (
 
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/internal/dispatch"
 	"github.com/troupehq/troupe/metrics"
 	"github.com/troupehq/troupe/runtimes"
 )
@@ -98,7 +99,7 @@ func Props(cfg Config) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &worker{cfg: cfg, seen: map[key]*attempt{},
 			process: &pool{slots: cfg.Slots}, builtin: &pool{slots: cfg.BuiltinSlots}}
-	})
+	}, actor.WithDispatcher(dispatch.Shared))
 }
 
 // Drain asks the worker to stop every run (the node is shutting down) and
@@ -319,7 +320,7 @@ func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 	time.AfterFunc(w.cfg.RunningDelay, func() { root.Send(self, announce{key: k}) })
 	req := runtimes.Request{ExecutionID: k.id.String(), Action: m.Action, EntryPoint: m.EntryPoint, Cmd: m.Cmd,
 		Parameters: params, Timeout: time.Duration(m.TimeoutMs) * time.Millisecond}
-	go func() {
+	dispatch.Shared.Go(func() {
 		if m.PackHash != "" && w.cfg.Locate != nil {
 			ep, err := w.cfg.Locate(runCtx, m.PackHash, m.EntryRel)
 			if err != nil {
@@ -330,7 +331,7 @@ func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 		}
 		out := rt.Run(runCtx, req)
 		root.Send(self, finished{key: k, outcome: out, at: time.Now()})
-	}()
+	})
 }
 
 func (w *worker) onFinished(ctx actor.Context, f finished) {
