@@ -61,7 +61,9 @@ type Cluster struct {
 // New starts gossip on cfg.BindAddr, joins the seeds in cfg.Join (when there
 // are any), and starts the event loop. When every seed fails it logs each
 // seed and why, and starts alone, retrying them in the background
-// (cfg.JoinRetry); with JoinRetry 0 it fails with that error instead.
+// (cfg.JoinRetry); it fails with that error instead when JoinRetry is 0, or
+// when a seed answered and turned this node away (another cluster name or
+// gossip key: a misconfiguration no retry mends).
 func New(cfg Config) (*Cluster, error) {
 	if cfg.Meta.Started == 0 {
 		cfg.Meta.Started = time.Now().UnixNano()
@@ -141,8 +143,8 @@ func New(cfg Config) (*Cluster, error) {
 	go c.run(l)
 	go c.rejoiner()
 
-	if err := c.join(); err != nil {
-		if cfg.JoinRetry == 0 {
+	if refused, err := c.join(); err != nil {
+		if cfg.JoinRetry == 0 || refused {
 			_ = c.Shutdown()
 			return nil, err
 		}
@@ -218,7 +220,8 @@ func (c *Cluster) memberlistConfig(t *memberlist.NetTransport, logger *log.Logge
 }
 
 // join contacts every seed on its own, so that a failure names its seed.
-func (c *Cluster) join() error {
+// refused reports whether a seed answered and turned this node away.
+func (c *Cluster) join() (refused bool, err error) {
 	var errs []error
 	joined, tried := 0, 0
 	for _, seed := range c.seeds() {
@@ -227,14 +230,22 @@ func (c *Cluster) join() error {
 			err = joinError(seed, err)
 			c.logger.Warn("could not join seed", "seed", seed, "error", err)
 			errs = append(errs, err)
+			refused = refused || isRefusal(err.Error())
 			continue
 		}
 		joined++
 	}
 	if tried > 0 && joined == 0 {
-		return fmt.Errorf("join cluster %q: %w", c.cfg.Meta.Cluster, errors.Join(errs...))
+		return refused, fmt.Errorf("join cluster %q: %w", c.cfg.Meta.Cluster, errors.Join(errs...))
 	}
-	return nil
+	return false, nil
+}
+
+// isRefusal reports whether a join failed because the seed turned this
+// node away (our delegates' refusal, or gossip it could not decrypt)
+// rather than because nobody answered.
+func isRefusal(cause string) bool {
+	return strings.Contains(cause, refusalMarker) || strings.Contains(cause, "crypt")
 }
 
 // seeds are the seeds of Config.Join other than this node itself.
@@ -530,7 +541,11 @@ func (c *Cluster) rejoiner() {
 				reason = oneLine(err)
 			}
 			msg, level := "rejoin", slog.LevelDebug
-			if since := c.joiningSince.Load(); since != 0 && err != nil && time.Since(time.Unix(0, since)) >= joinFastFor {
+			switch since := c.joiningSince.Load(); {
+			case since == 0 || err == nil:
+			case isRefusal(reason):
+				msg, level = "a seed turned this node away; retrying", slog.LevelWarn
+			case time.Since(time.Unix(0, since)) >= joinFastFor:
 				// Past the start of a new cluster: someone should look.
 				msg, level = "still no seed answers; retrying", slog.LevelWarn
 			}

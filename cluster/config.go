@@ -101,7 +101,9 @@ type Config struct {
 	// Join lists seed gossip addresses (host:port). Empty starts a new
 	// cluster. This node's own address is skipped, so every node may be
 	// given the same list. When no seed answers, New starts this node alone
-	// and keeps trying them (see JoinRetry), or fails if JoinRetry is 0.
+	// and keeps trying them (see JoinRetry), or fails if JoinRetry is 0. A
+	// seed that answers and refuses this node (another cluster name or
+	// gossip key) makes New fail either way.
 	Join []string
 	// JoinRetry is how often a node that has not yet met any member tries
 	// its seeds again, once the first minute of tries every 2s (or every
