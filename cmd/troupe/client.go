@@ -418,4 +418,3 @@ func membersText(p *domain.Pack) string {
 	}
 	return strings.Join(append([]string{strconv.Itoa(same) + " same"}, odd...), ", ")
 }
-
