@@ -39,10 +39,12 @@ type Config struct {
 	// a client with dial, TLS-handshake and response-header timeouts, and an
 	// overall bound of domain.DefaultTimeout. Required.
 	HTTPClient *http.Client
-	// RunDir, when set, is a directory where every running action's process
-	// group is recorded while it runs, so that after the agent is killed a
-	// restart can stop the groups left behind (see Reap): a process killed
-	// with SIGKILL cannot stop its own grandchildren. Default none.
+	// RunDir, when set, names this agent's runs: every action process gets
+	// it in TROUPE_RUN_DIR, so that after the agent is killed a restart can
+	// find the process groups left behind and stop them (see Reap): a process
+	// killed with SIGKILL cannot stop its own grandchildren. It is a path in
+	// the agent's data dir, which only one agent at a time can use; nothing
+	// is written there. Default none.
 	RunDir string
 }
 

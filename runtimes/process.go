@@ -168,12 +168,6 @@ func (p *process) Run(ctx context.Context, req Request) Outcome {
 		}
 		return failed(noExit, "start %s action: %v", p.name, err)
 	}
-	if p.runDir != "" {
-		record := filepath.Join(p.runDir, strconv.Itoa(cmd.Process.Pid))
-		if err := os.WriteFile(record, []byte(req.ExecutionID), 0o600); err == nil {
-			defer os.Remove(record)
-		}
-	}
 	err = cmd.Wait()
 	if cmd.ProcessState == nil { // the wait itself failed; nothing was reaped
 		return failed(noExit, "wait for %s action: %v", p.name, err)
@@ -269,9 +263,12 @@ func killGroup(pid int) error {
 // parameters, sorted so that names colliding after sanitising resolve the
 // same way every time.
 func (p *process) environ(req Request) []string {
-	env := make([]string, 0, len(p.env)+2+len(req.Parameters))
+	env := make([]string, 0, len(p.env)+3+len(req.Parameters))
 	env = append(env, p.env...)
 	env = append(env, "TROUPE_EXECUTION_ID="+req.ExecutionID, "TROUPE_ACTION="+req.Action)
+	if p.runDir != "" {
+		env = append(env, runMarker+p.runDir)
+	}
 	for _, k := range slices.Sorted(maps.Keys(req.Parameters)) {
 		// A NUL cannot cross execve; such a value still arrives on stdin.
 		if v, ok := scalar(req.Parameters[k]); ok && strings.IndexByte(v, 0) < 0 {

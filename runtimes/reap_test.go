@@ -15,11 +15,10 @@ import (
 	"github.com/troupehq/troupe/domain"
 )
 
-// TestReapStopsLeftoverGroups plays a restart after a crash: the record a
-// run leaves in its RunDir is handed to Reap while the run (standing in for
-// one whose agent died) still goes on, with a grandchild.
+// TestReapStopsLeftoverGroups plays a restart after a crash: Reap is handed
+// the run dir of an agent whose run (with a grandchild) still goes on.
 func TestReapStopsLeftoverGroups(t *testing.T) {
-	runDir, leftover := t.TempDir(), t.TempDir()
+	runDir := filepath.Join(t.TempDir(), "run")
 	cfg := DefaultConfig()
 	cfg.RunDir = runDir
 	sh, err := NewShell(cfg)
@@ -32,32 +31,26 @@ func TestReapStopsLeftoverGroups(t *testing.T) {
 		done <- sh.Run(context.Background(), Request{ExecutionID: "01J0000000000000000000TEST", Action: "t.reap",
 			Cmd: "sleep 300 & echo $! > " + pidfile + "; sleep 300"})
 	}()
-	var record string
 	waitFor(t, 10*time.Second, func() error {
-		entries, _ := os.ReadDir(runDir)
-		if len(entries) != 1 {
-			return fmt.Errorf("%d records in the run dir, want 1", len(entries))
-		}
-		record = entries[0].Name()
 		if _, err := os.Stat(pidfile); err != nil {
 			return fmt.Errorf("grandchild not started: %v", err)
 		}
 		return nil
 	})
-	data, _ := os.ReadFile(filepath.Join(runDir, record))
-	os.WriteFile(filepath.Join(leftover, record), data, 0o600)
 
-	// A record of a group that does not carry its execution's ID (a reused
-	// process ID) must be left alone.
-	stranger := exec.Command("sleep", "300")
-	stranger.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := stranger.Start(); err != nil {
-		t.Fatal(err)
+	// Groups of another agent's runs, and of anything else, are left alone.
+	var strangers []*exec.Cmd
+	for _, env := range [][]string{{runMarker + runDir + "-other"}, nil} {
+		c := exec.Command("sleep", "300")
+		c.Env, c.SysProcAttr = env, &syscall.SysProcAttr{Setpgid: true}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+		strangers = append(strangers, c)
 	}
-	t.Cleanup(func() { stranger.Process.Kill(); stranger.Wait() })
-	os.WriteFile(filepath.Join(leftover, strconv.Itoa(stranger.Process.Pid)), []byte("01J0000000000000000000TEST"), 0o600)
 
-	killed, err := Reap(leftover)
+	killed, err := Reap(runDir)
 	if err != nil || killed != 1 {
 		t.Fatalf("Reap killed %d groups (%v), want 1", killed, err)
 	}
@@ -77,10 +70,9 @@ func TestReapStopsLeftoverGroups(t *testing.T) {
 		}
 		return nil
 	})
-	if syscall.Kill(stranger.Process.Pid, 0) != nil {
-		t.Error("Reap killed a group that did not carry the execution's ID")
-	}
-	if entries, _ := os.ReadDir(leftover); len(entries) != 0 {
-		t.Errorf("Reap left %d records behind", len(entries))
+	for _, c := range strangers {
+		if syscall.Kill(c.Process.Pid, 0) != nil {
+			t.Errorf("Reap killed %v (environment %q), not one of the agent's runs", c.Args, c.Env)
+		}
 	}
 }

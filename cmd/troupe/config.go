@@ -263,7 +263,7 @@ func (c agentConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-// runDir records the process groups of running actions (runtimes.Reap).
+// runDir names this agent's action processes, for runtimes.Reap.
 func (c agentConfig) runDir() string { return filepath.Join(c.DataDir, "run") }
 
 func (c agentConfig) gossipKey() ([]byte, error) {
