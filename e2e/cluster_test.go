@@ -130,6 +130,41 @@ func TestClusterPlacesByRuntime(t *testing.T) {
 	t.Logf("ruby execution failed %s after creation (placement timeout 3s): %s", waited.Round(time.Millisecond), ex.Error)
 }
 
+// TestClusterMemberWithTheRuntimeJoinsLater: python executions created
+// while no member runs python wait in requested, and run on the python
+// member once it joins, well within the placement timeout.
+func TestClusterMemberWithTheRuntimeJoinsLater(t *testing.T) {
+	pack := writePack(t, "late", map[string]string{
+		"actions/where.yaml": "name: where\nruntime: python\nentry_point: where.py\n",
+		"actions/where.py":   "print('ran')\n",
+	})
+	c := StartCluster(t, 2, WithClusterArgs("--packs", pack, "--placement-timeout", "60s", "--runtimes", "shell,builtin"))
+	n1 := c.Node("n1")
+	var ids []string
+	for range 3 {
+		ex, err := n1.Client.Run(t.Context(), "late.where", nil)
+		if err != nil {
+			t.Fatalf("run late.where on n1: %v", err)
+		}
+		ids = append(ids, ex.ID.String())
+	}
+	time.Sleep(2 * time.Second)
+	for _, id := range ids {
+		if ex, err := n1.Client.Execution(t.Context(), id, 0); err != nil || ex.Status != domain.StatusRequested {
+			t.Fatalf("execution %s with no python member: %+v, %v; want requested", id, ex, err)
+		}
+	}
+	joined := time.Now()
+	c.AddNode("n3", "--runtimes", "python,shell,builtin")
+	for _, id := range ids {
+		ex := n1.WaitExecution(id, domain.StatusSucceeded, 30*time.Second)
+		if ex.Worker != "n3" {
+			t.Errorf("execution %s ran on %q, want n3, the member that brought python", id, ex.Worker)
+		}
+	}
+	t.Logf("waiting python executions all ran %s after n3 was started", time.Since(joined).Round(time.Millisecond))
+}
+
 // TestClusterWorkerKilledMidExecution: an execution owned by n1 (which is
 // no worker) runs on a worker that is then killed with SIGKILL. Without a
 // retry policy it ends abandoned with an error naming the worker within
