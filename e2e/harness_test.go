@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -198,19 +197,7 @@ func writePack(t *testing.T, ref string, files map[string]string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), ref)
 	files["pack.yaml"] = fmt.Sprintf("ref: %s\nversion: 0.1.0\ndescription: e2e test pack\n", ref)
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		mode := os.FileMode(0o644)
-		if strings.HasSuffix(name, ".sh") || strings.HasSuffix(name, ".py") {
-			mode = 0o755
-		}
-		if err := os.WriteFile(p, []byte(content), mode); err != nil {
-			t.Fatal(err)
-		}
-	}
+	troupetest.WriteFiles(t, dir, files)
 	return dir
 }
 

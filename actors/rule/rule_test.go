@@ -2,8 +2,6 @@ package rule_test
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +14,7 @@ import (
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/actors/rule"
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/internal/troupetest"
 	"github.com/troupehq/troupe/packs"
 	"github.com/troupehq/troupe/rules"
 	"github.com/troupehq/troupe/storage"
@@ -62,15 +61,7 @@ action: {ref: t.act, parameters: {host: x}}
 func loadCatalog(t *testing.T) (*packs.Catalog, []*rules.Compiled) {
 	t.Helper()
 	dir := t.TempDir()
-	for name, body := range pack {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	troupetest.WriteFiles(t, dir, pack)
 	cat, err := packs.Load([]string{dir}, packs.Options{
 		CompileRule: func(r *domain.Rule) error { _, err := rules.Compile(r); return err },
 	})

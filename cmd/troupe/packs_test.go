@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/troupehq/troupe/actors/protocol"
+	"github.com/troupehq/troupe/internal/troupetest"
 	"github.com/troupehq/troupe/packs"
 	"github.com/troupehq/troupe/storage"
 )
@@ -18,20 +19,11 @@ import (
 func packDir(t *testing.T, version, text string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "demo")
-	files := map[string]string{
+	troupetest.WriteFiles(t, dir, map[string]string{
 		"pack.yaml":        "ref: demo\nversion: " + version + "\n",
 		"actions/say.yaml": "name: say\nruntime: shell\nentry_point: say.sh\n",
 		"actions/say.sh":   "#!/bin/sh\necho " + text + "\n",
-	}
-	for name, body := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	return dir
 }
 
