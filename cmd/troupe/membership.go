@@ -218,23 +218,16 @@ func (n *node) countMembers() {
 // gossipLoad shares this worker's slot usage every few seconds (only when
 // it changed), which placement on other members uses to prefer idle ones.
 func (n *node) gossipLoad() {
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-n.quit:
-			return
-		case <-tick.C:
-		}
+	n.every(2*time.Second, func() {
 		res, err := n.system.Root.RequestFuture(n.pid(protocol.WorkerActor), &worker.Stats{}, time.Second).Result()
 		stats, ok := res.(*worker.SlotStats)
 		if err != nil || !ok {
-			continue
+			return
 		}
 		if err := n.gossip.EditMeta(func(m *cluster.Meta) { m.SlotsUsed = stats.Used }); err != nil {
 			n.log.Debug("gossip slot usage", "err", err)
 		}
-	}
+	})
 }
 
 // placement chooses workers among the live members that advertise the

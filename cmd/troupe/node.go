@@ -156,6 +156,20 @@ func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 
 func (n *node) pid(name string) *actor.PID { return actor.NewPID(n.system.Address(), name) }
 
+// every runs f every d until the node stops.
+func (n *node) every(d time.Duration, f func()) {
+	tick := time.NewTicker(d)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.quit:
+			return
+		case <-tick.C:
+			f()
+		}
+	}
+}
+
 func (n *node) startActors() {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stopDone = cancel

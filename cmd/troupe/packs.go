@@ -493,14 +493,7 @@ const packSyncEvery = 2 * time.Second
 // pack installed anywhere reaches every member and a member that joins
 // (or comes back) catches up.
 func (n *node) syncPacks() {
-	tick := time.NewTicker(packSyncEvery)
-	defer tick.Stop()
-	for {
-		select {
-		case <-n.quit:
-			return
-		case <-tick.C:
-		}
+	n.every(packSyncEvery, func() {
 		mine := n.packs.Digest()
 		for _, m := range n.gossip.Alive() {
 			if m.Self || m.Packs == "" || m.Packs == mine || m.RemoteAddr == "" {
@@ -511,7 +504,7 @@ func (n *node) syncPacks() {
 			}
 			mine = n.packs.Digest()
 		}
-	}
+	})
 }
 
 // packFetchTimeout bounds fetching one archive; an archive is at most
