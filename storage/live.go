@@ -1,59 +1,94 @@
 package storage
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/troupehq/troupe/domain"
 )
 
-// live holds, for every execution of this store that is not terminal yet,
-// its record as last committed. Each transition is a read-modify-write of
-// that record and the pipeline makes several per execution; serving them
-// (and the execution actor's first read) from memory spares a Pebble Get and
-// a decode each time. Entries are written only under the execution's stripe
-// lock, after the batch storing the same record committed, so the map never
-// runs ahead of the disk; a terminal record leaves it, which bounds it by the
-// work in flight. A record it lacks (one an earlier process wrote) is read
-// from Pebble. Anything else that writes or deletes ex/ records must keep
-// it in step.
-type live struct{ m sync.Map } // domain.ID → *domain.Execution
-
-// get returns a copy of the cached record, or nil. The copy keeps callers
-// from changing the cache by assigning fields; maps and pointers inside are
-// shared, and records are never modified in place.
-func (l *live) get(id domain.ID) *domain.Execution {
-	v, ok := l.m.Load(id)
-	if !ok {
-		return nil
-	}
-	ex := *v.(*domain.Execution)
-	return &ex
+// live holds executions as last committed, with their history: every one
+// that is not terminal yet, and the last finishedKept that finished. Each
+// transition is a read-modify-write of the record and the pipeline makes
+// several per execution, and a client waiting on an execution reads it and
+// its history just after it finished; serving them from memory spares a
+// Pebble Get (or an iterator) and decoding each time. Entries are decoded
+// from the bytes stored, so a hit returns exactly what a read from Pebble
+// would, and are written only under the execution's stripe lock after the
+// batch storing them committed, so they never run ahead of the disk. A
+// finished record never changes again (terminal is absorbing), so keeping
+// it is safe; the bound keeps memory flat. What is not here (written by an
+// earlier process, or finished long ago) is read from Pebble. Anything else
+// that writes or deletes ex/ or eh/ records must keep it in step.
+type live struct {
+	m        sync.Map // domain.ID → *liveEntry
+	mu       sync.Mutex
+	finished []domain.ID // ring of the last finishedKept terminal IDs
+	next     int
 }
 
-// put caches a committed record, decoded from what was stored (enc), so a
-// hit returns exactly what a read from Pebble would (JSON numbers as
-// float64, times in UTC); a terminal record is forgotten instead.
-func (l *live) put(ex *domain.Execution, enc []byte) {
-	if ex.Status.Terminal() {
-		l.m.Delete(ex.ID)
-		return
+// finishedKept is how many finished executions stay in memory: enough for
+// the clients long-polling them under load, about a MiB.
+const finishedKept = 1024
+
+type liveEntry struct {
+	ex *domain.Execution
+	// history is the committed transitions, creation first; nil when not
+	// known (the record was read from Pebble), and then read from there.
+	history []domain.HistoryEntry
+}
+
+// get returns a copy of the cached entry's record and history, or ok false.
+// The copies keep callers from changing the cache by assigning fields or
+// appending; maps and pointers inside are shared, and records are never
+// modified in place.
+func (l *live) get(id domain.ID) (ex *domain.Execution, history []domain.HistoryEntry, ok bool) {
+	v, ok := l.m.Load(id)
+	if !ok {
+		return nil, nil, false
 	}
+	e := v.(*liveEntry)
+	rec := *e.ex
+	return &rec, slices.Clone(e.history), true
+}
+
+// put caches a committed record, decoded from what was stored (enc), with
+// its whole history, or nil if that is not known.
+func (l *live) put(ex *domain.Execution, enc []byte, history []domain.HistoryEntry) {
 	stored, err := decode[domain.Execution](enc)
 	if err != nil { // it was just encoded; should it not decode, Pebble answers
 		l.m.Delete(ex.ID)
 		return
 	}
-	l.m.Store(ex.ID, stored)
+	l.m.Store(ex.ID, &liveEntry{ex: stored, history: history})
+	if ex.Status.Terminal() {
+		l.keepFinished(ex.ID)
+	}
+}
+
+// keepFinished adds a finished ID to the ring and forgets the oldest.
+func (l *live) keepFinished(id domain.ID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.finished) < finishedKept {
+		l.finished = append(l.finished, id)
+		return
+	}
+	l.m.Delete(l.finished[l.next])
+	l.finished[l.next] = id
+	l.next = (l.next + 1) % finishedKept
 }
 
 // drop forgets a record whose commit failed: what Pebble holds is then
 // unknown, so it is read from there again.
 func (l *live) drop(id domain.ID) { l.m.Delete(id) }
 
-// current is the committed record of execution id, from memory when cached.
-func (db *DB) current(id domain.ID) (*domain.Execution, error) {
-	if ex := db.live.get(id); ex != nil {
-		return ex, nil
+// current is the committed record of execution id, with its history when
+// known, from memory when cached.
+func (db *DB) current(id domain.ID) (*domain.Execution, []domain.HistoryEntry, error) {
+	if ex, h, ok := db.live.get(id); ok {
+		return ex, h, nil
 	}
-	return get[domain.Execution](db.pdb, key(pfxExecution, id))
+	ex, err := get[domain.Execution](db.pdb, key(pfxExecution, id))
+	return ex, nil, err
 }

@@ -1,7 +1,9 @@
 package storage
 
 import (
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/troupehq/troupe/domain"
@@ -52,17 +54,62 @@ func TestLiveRecordsFollowTheDisk(t *testing.T) {
 		}
 	}
 	check(db, "before reopening")
+	cached := map[domain.ID][]domain.HistoryEntry{}
+	for _, id := range []domain.ID{a, b} {
+		if cached[id], err = db.History(id); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
 	db = openDB(t, fs)
 	defer db.Close()
 	check(db, "after reopening")
+	for id, want := range cached {
+		if got, err := db.History(id); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("history of %s from memory:\n%+v\nfrom disk (%v):\n%+v", id, want, err, got)
+		}
+	}
 	// A record the new process never cached is read, then moved on, from disk.
 	if _, _, err := db.Apply(a, to(domain.StatusSucceeded, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if ex, _ := db.Execution(a); ex.Status != domain.StatusSucceeded || ex.Seq != 4 {
 		t.Errorf("after the last transition: %s seq %d, want succeeded seq 4", ex.Status, ex.Seq)
+	}
+}
+
+// Finished executions stay in memory for the clients waiting on them, but
+// only so many.
+func TestLiveKeepsBoundedFinished(t *testing.T) {
+	db := newTestDB(t)
+	var ids []domain.ID
+	for i := range finishedKept + 10 {
+		ev, enfs, exs := fixture(base.Add(time.Duration(i)*time.Millisecond), "core.webhook", "r")
+		if err := db.AcceptEvent(ev, enfs, exs); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := db.Apply(exs[0].ID, to(domain.StatusScheduled, 1), to(domain.StatusRunning, 1), to(domain.StatusSucceeded, 1)); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, exs[0].ID)
+	}
+	n := 0
+	db.live.m.Range(func(any, any) bool { n++; return true })
+	if n != finishedKept {
+		t.Errorf("%d executions in memory, want the last %d finished", n, finishedKept)
+	}
+	if _, _, ok := db.live.get(ids[0]); ok {
+		t.Error("the first execution to finish is still in memory")
+	}
+	for _, id := range []domain.ID{ids[0], ids[len(ids)-1]} {
+		ex, err := db.Execution(id)
+		if err != nil || ex.Status != domain.StatusSucceeded {
+			t.Errorf("execution %s: %v, %v", id, ex, err)
+		}
+		if h, err := db.History(id); err != nil || len(h) != 4 {
+			t.Errorf("history of %s: %d entries (%v), want 4", id, len(h), err)
+		}
 	}
 }

@@ -18,10 +18,12 @@ type creation struct {
 	created []encoded   // executions, cached once committed
 }
 
-// encoded is a record with the bytes it is stored as.
+// encoded is a new execution with the bytes it is stored as, and its first
+// history entry as stored.
 type encoded struct {
-	ex  *domain.Execution
-	enc []byte
+	ex      *domain.Execution
+	enc     []byte
+	history domain.HistoryEntry
 }
 
 type fresh struct {
@@ -56,11 +58,16 @@ func (c *creation) execution(ex *domain.Execution) error {
 	if err != nil {
 		return err
 	}
-	c.created = append(c.created, encoded{&rec, enc})
 	h := domain.HistoryEntry{Status: rec.Status, At: rec.CreatedAt, Attempt: rec.Attempt, Seq: rec.Seq, Node: rec.Node}
-	if _, err := set(c.b, key(pfxHistory, rec.ID, rec.Seq), &h); err != nil {
+	henc, err := set(c.b, key(pfxHistory, rec.ID, rec.Seq), &h)
+	if err != nil {
 		return err
 	}
+	stored, err := decode[domain.HistoryEntry](henc)
+	if err != nil {
+		return err
+	}
+	c.created = append(c.created, encoded{&rec, enc, *stored})
 	return c.b.Set(key(activePrefix(rec.Status), rec.ID), nil, nil)
 }
 
@@ -84,7 +91,7 @@ func (db *DB) commit(c *creation) error {
 	}
 	db.records.created(c.fresh)
 	for _, e := range c.created {
-		db.live.put(e.ex, e.enc)
+		db.live.put(e.ex, e.enc, []domain.HistoryEntry{e.history})
 	}
 	return nil
 }
@@ -181,7 +188,7 @@ type Transition struct {
 // An unknown id yields an error wrapping domain.ErrNotFound.
 func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, error) {
 	defer db.lock(id)()
-	stored, err := db.current(id)
+	stored, history, err := db.current(id)
 	if err != nil {
 		return nil, false, fmt.Errorf("apply transitions to execution %s: %w", id, err)
 	}
@@ -192,7 +199,11 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 		h, err := step(&ex, t)
 		if err == nil && h != nil {
 			changed = true
-			_, err = set(b, key(pfxHistory, id, h.Seq), h)
+			var enc []byte
+			if enc, err = set(b, key(pfxHistory, id, h.Seq), h); err == nil && history != nil {
+				h, err = decode[domain.HistoryEntry](enc)
+				history = append(history, *h)
+			}
 		}
 		if err != nil {
 			return stored, false, fmt.Errorf("apply transition of execution %s to %s: %w", id, t.To, err)
@@ -206,7 +217,7 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 		db.live.drop(id)
 		return stored, false, fmt.Errorf("apply transitions to execution %s: %w", id, err)
 	}
-	db.live.put(&ex, enc)
+	db.live.put(&ex, enc, history)
 	return &ex, true, nil
 }
 
