@@ -27,7 +27,7 @@ type Config struct {
 	// Node is this node's stable name, reported as the worker of its runs.
 	Node string
 	// Slots is how many executions of process runtimes (shell, python, …)
-	// run at once. Default 2× CPUs (set by the caller).
+	// run at once. Default 8× CPUs (set by the caller).
 	Slots int
 	// BuiltinSlots is how many builtin (in-process Go) actions run at once;
 	// they cost a goroutine, not a process, so they have their own, larger

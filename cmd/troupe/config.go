@@ -45,7 +45,7 @@ type agentConfig struct {
 	HTTPAddr  string        `yaml:"http_addr" help:"address of the HTTP API, host:port"`
 	Packs     []string      `yaml:"packs" help:"comma-separated pack directories, each a pack or a folder of packs"`
 	Runtimes  []string      `yaml:"runtimes" help:"runtimes this node offers (default: those this machine can run)"`
-	Slots     int           `yaml:"slots" help:"executions this node runs at once; 2 × CPUs when not set"`
+	Slots     int           `yaml:"slots" help:"executions this node runs at once; 8 × CPUs when not set"`
 	MaxBody   int64         `yaml:"max_body" help:"largest accepted request body, in bytes"`
 	LogLevel  string        `yaml:"log_level" help:"debug, info, warn or error"`
 	LogFormat string        `yaml:"log_format" help:"text or json"`
@@ -68,7 +68,10 @@ func defaultAgentConfig(dev bool) agentConfig {
 		JoinRetry: 20 * time.Second,
 		DataDir:   "/var/lib/troupe",
 		HTTPAddr:  "127.0.0.1:8080",
-		Slots:     2 * runtime.NumCPU(),
+		// An action process spends most of its start waiting on fork, exec and
+		// the loader, so CPUs stay busy only with several per CPU: webhook-shell
+		// ran 814/s with 4 slots on 2 CPUs and 985/s with 16 (docs/performance.md).
+		Slots:     8 * runtime.NumCPU(),
 		MaxBody:   1 << 20,
 		LogLevel:  "info",
 		LogFormat: "json",
