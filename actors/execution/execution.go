@@ -97,7 +97,7 @@ func (c *Config) defaults() {
 func Props(cfg Config) *actor.Props {
 	cfg.defaults()
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &manager{cfg: cfg, children: map[string]*actor.PID{}}
+		return &manager{cfg: cfg, children: map[domain.ID]*actor.PID{}}
 	}, actor.WithDispatcher(dispatch.Shared))
 }
 
@@ -107,7 +107,7 @@ func Props(cfg Config) *actor.Props {
 // acknowledged.
 type manager struct {
 	cfg      Config
-	children map[string]*actor.PID // by execution ID text
+	children map[domain.ID]*actor.PID
 }
 
 func (m *manager) Receive(ctx actor.Context) {
@@ -126,21 +126,23 @@ func (m *manager) Receive(ctx actor.Context) {
 		// Forget the child before it stops, so that a report arriving from
 		// now on reaches a fresh child (which acknowledges it from the
 		// record) instead of a stopping one's mailbox.
-		if pid, ok := m.children[msg.key]; ok && pid.Equal(ctx.Sender()) {
-			delete(m.children, msg.key)
+		if pid, ok := m.children[msg.id]; ok && pid.Equal(ctx.Sender()) {
+			delete(m.children, msg.id)
 		}
 		ctx.Poison(ctx.Sender())
-	case *actor.Terminated:
+	case *actor.Terminated: // a child stopped; protoactor tells its parent
 		name := msg.Who.Id[strings.LastIndexByte(msg.Who.Id, '/')+1:]
-		key, _, _ := strings.Cut(name, "$")
-		if pid, ok := m.children[key]; ok && pid.Equal(msg.Who) {
-			delete(m.children, key)
+		text, _, _ := strings.Cut(name, "$")
+		if id, err := domain.ParseID(text); err == nil {
+			if pid, ok := m.children[id]; ok && pid.Equal(msg.Who) {
+				delete(m.children, id)
+			}
 		}
 	}
 }
 
 // childDone travels only from a child whose execution ended to its manager.
-type childDone struct{ key string }
+type childDone struct{ id domain.ID }
 
 func (m *manager) forward(ctx actor.Context, rawID []byte) {
 	id := protocol.ID(rawID)
@@ -148,16 +150,14 @@ func (m *manager) forward(ctx actor.Context, rawID []byte) {
 		m.cfg.Logger.Warn("dropping message with a malformed execution id", "type", fmt.Sprintf("%T", ctx.Message()))
 		return
 	}
-	key := id.String()
-	pid, ok := m.children[key]
+	pid, ok := m.children[id]
 	if !ok {
 		// A unique suffix: the previous child of this execution may still be
 		// draining its mailbox under the plain name.
 		pid = ctx.SpawnPrefix(actor.PropsFromProducer(func() actor.Actor {
-			return &child{cfg: m.cfg, id: id, log: m.cfg.Logger.With("execution", key)}
-		}, actor.WithDispatcher(dispatch.Shared)), key+"$")
-		ctx.Watch(pid)
-		m.children[key] = pid
+			return &child{cfg: m.cfg, id: id}
+		}, actor.WithDispatcher(dispatch.Shared)), id.String()+"$")
+		m.children[id] = pid
 	}
 	ctx.Forward(pid)
 }
@@ -174,7 +174,7 @@ type child struct {
 	cfg      Config
 	id       domain.ID
 	ex       *domain.Execution
-	log      *slog.Logger
+	logger   *slog.Logger // see log
 	backstop scheduler.CancelFunc
 	retry    scheduler.CancelFunc
 	// waitingSince is when this attempt started looking for a worker.
@@ -182,17 +182,28 @@ type child struct {
 	done         bool // the manager was told the execution ended
 }
 
+// log is the child's logger, made on first use: most executions never log,
+// and a logger With attributes costs allocations per execution.
+func (c *child) log() *slog.Logger {
+	if c.logger == nil {
+		c.logger = c.cfg.Logger.With("execution", c.id.String())
+		if c.ex != nil {
+			c.logger = c.logger.With("action", c.ex.Action)
+		}
+	}
+	return c.logger
+}
+
 func (c *child) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		ex, err := c.cfg.Store.Execution(c.id)
 		if err != nil {
-			c.log.Error("load execution", "err", err)
+			c.log().Error("load execution", "err", err)
 			ctx.Stop(ctx.Self())
 			return
 		}
 		c.ex = ex
-		c.log = c.log.With("action", ex.Action)
 	case *actor.Stopping:
 		c.disarm()
 		return
@@ -218,7 +229,7 @@ func (c *child) Receive(ctx actor.Context) {
 	}
 	if c.ex != nil && c.ex.Status.Terminal() && !c.done {
 		c.done = true
-		ctx.Request(ctx.Parent(), childDone{key: c.id.String()})
+		ctx.Request(ctx.Parent(), childDone{id: c.id})
 	}
 }
 
@@ -270,7 +281,7 @@ func (c *child) retryAfter(ctx actor.Context, a *domain.Action) {
 		return // the retry was not committed
 	}
 	c.cfg.Metrics.Retries.WithLabelValues(a.Ref).Inc()
-	c.log.Info("retrying execution", "attempt", c.ex.Attempt, "delay", a.Retry.Delay)
+	c.log().Info("retrying execution", "attempt", c.ex.Attempt, "delay", a.Retry.Delay)
 	if c.backstop != nil {
 		c.backstop()
 	}
@@ -417,14 +428,14 @@ func (c *child) apply(ctx actor.Context, ts ...storage.Transition) bool {
 		c.cfg.Metrics.Duplicates.WithLabelValues("transition").Inc()
 	}
 	if err != nil && !errors.Is(err, domain.ErrTransition) {
-		c.log.Error("apply transition", "to", ts[len(ts)-1].To, "err", err)
+		c.log().Error("apply transition", "to", ts[len(ts)-1].To, "err", err)
 		return false
 	}
 	if err != nil {
-		c.log.Debug("transition ignored", "err", err)
+		c.log().Debug("transition ignored", "err", err)
 	}
 	if applied && c.ex.Status.Terminal() {
-		c.log.Info("execution finished", "status", c.ex.Status, "attempt", c.ex.Attempt, "error", c.ex.Error)
+		c.log().Info("execution finished", "status", c.ex.Status, "attempt", c.ex.Attempt, "error", c.ex.Error)
 		c.cfg.OnTerminal(c.ex)
 	}
 	return true

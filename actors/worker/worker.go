@@ -143,6 +143,7 @@ type attempt struct {
 	since     time.Time
 	owner     *actor.PID // the owning node's execution manager
 	cancel    context.CancelFunc
+	announce  *time.Timer      // sends announce after RunningDelay
 	report    *protocol.Report // the latest report, cumulative
 	acked     bool
 	sentAt    time.Time
@@ -317,7 +318,7 @@ func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	time.AfterFunc(w.cfg.RunningDelay, func() { root.Send(self, announce{key: k}) })
+	a.announce = time.AfterFunc(w.cfg.RunningDelay, func() { root.Send(self, announce{key: k}) })
 	req := runtimes.Request{ExecutionID: k.id.String(), Action: m.Action, EntryPoint: m.EntryPoint, Cmd: m.Cmd,
 		Parameters: params, Timeout: time.Duration(m.TimeoutMs) * time.Millisecond}
 	dispatch.Shared.Go(func() {
@@ -342,6 +343,9 @@ func (w *worker) onFinished(ctx actor.Context, f finished) {
 	a.phase, a.since = done, f.at
 	if a.cancel != nil {
 		a.cancel()
+	}
+	if a.announce != nil {
+		a.announce.Stop() // a run that ends first reports running with its end
 	}
 	out := f.outcome
 	if out.Status == domain.StatusCanceled && w.draining {
