@@ -210,7 +210,8 @@ var ungated = []string{"GET /healthz", "GET /readyz"}
 func (s *Server) route(pattern string, e endpoint) {
 	gated := s.cfg.NotServed != nil && !slices.Contains(ungated, pattern)
 	s.mux.Handle(pattern, s.instrument(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		local := r.URL.Query().Get("local") == "true"
+		// Most requests carry no query; parsing one allocates a map.
+		local := r.URL.RawQuery != "" && r.URL.Query().Get("local") == "true"
 		if local {
 			r = r.WithContext(withLocal(r.Context()))
 		}
@@ -341,6 +342,11 @@ func (s *Server) installPack(w http.ResponseWriter, r *http.Request) (int, any, 
 // Troupe or a proxy, and events are readable by anyone who may list them.
 var webhookHeaders = []string{"authorization", "cookie", "proxy-authorization"}
 
+// webhookAnswer is {"event": id}; a struct encodes without sorting map keys.
+type webhookAnswer struct {
+	Event domain.ID `json:"event"`
+}
+
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	var body any
 	if err := s.decode(w, r, &body); err != nil {
@@ -357,7 +363,7 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request) (int, any, erro
 	if err != nil {
 		return 0, nil, named(err, "webhook", name)
 	}
-	return http.StatusAccepted, map[string]domain.ID{"event": id}, nil
+	return http.StatusAccepted, webhookAnswer{id}, nil
 }
 
 // runRequest is the body of POST /api/v1/executions.

@@ -38,18 +38,21 @@ type liveEntry struct {
 	history []domain.HistoryEntry
 }
 
-// get returns a copy of the cached entry's record and history, or ok false.
-// The copies keep callers from changing the cache by assigning fields or
-// appending; maps and pointers inside are shared, and records are never
-// modified in place.
-func (l *live) get(id domain.ID) (ex *domain.Execution, history []domain.HistoryEntry, ok bool) {
+// get returns the cached entry, or nil. Callers hand out copies of what
+// they take from it (record, history), so that no caller can change the
+// cache by assigning fields or appending; maps and pointers inside are
+// shared, and records are never modified in place.
+func (l *live) get(id domain.ID) *liveEntry {
 	v, ok := l.m.Load(id)
 	if !ok {
-		return nil, nil, false
+		return nil
 	}
-	e := v.(*liveEntry)
+	return v.(*liveEntry)
+}
+
+func (e *liveEntry) record() *domain.Execution {
 	rec := *e.ex
-	return &rec, slices.Clone(e.history), true
+	return &rec
 }
 
 // put caches a committed record, decoded from what was stored (enc), with
@@ -86,8 +89,8 @@ func (l *live) drop(id domain.ID) { l.m.Delete(id) }
 // current is the committed record of execution id, with its history when
 // known, from memory when cached.
 func (db *DB) current(id domain.ID) (*domain.Execution, []domain.HistoryEntry, error) {
-	if ex, h, ok := db.live.get(id); ok {
-		return ex, h, nil
+	if e := db.live.get(id); e != nil {
+		return e.record(), slices.Clone(e.history), nil
 	}
 	ex, err := get[domain.Execution](db.pdb, key(pfxExecution, id))
 	return ex, nil, err

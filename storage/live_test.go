@@ -100,7 +100,7 @@ func TestLiveKeepsBoundedFinished(t *testing.T) {
 	if n != finishedKept {
 		t.Errorf("%d executions in memory, want the last %d finished", n, finishedKept)
 	}
-	if _, _, ok := db.live.get(ids[0]); ok {
+	if db.live.get(ids[0]) != nil {
 		t.Error("the first execution to finish is still in memory")
 	}
 	for _, id := range []domain.ID{ids[0], ids[len(ids)-1]} {

@@ -32,7 +32,10 @@ func (db *DB) Enforcement(id domain.ID) (*domain.Enforcement, error) {
 // Execution returns the current record of an execution; the error wraps
 // domain.ErrNotFound if there is none.
 func (db *DB) Execution(id domain.ID) (*domain.Execution, error) {
-	ex, _, err := db.current(id)
+	if e := db.live.get(id); e != nil {
+		return e.record(), nil
+	}
+	ex, err := get[domain.Execution](db.pdb, key(pfxExecution, id))
 	if err != nil {
 		return nil, fmt.Errorf("get execution %s: %w", id, err)
 	}
@@ -50,8 +53,8 @@ func lookup[T any](r pebble.Reader, what, prefix string, id domain.ID) (*T, erro
 // History returns the committed transitions of an execution in seq order,
 // its creation first; the error wraps domain.ErrNotFound if there is none.
 func (db *DB) History(id domain.ID) ([]domain.HistoryEntry, error) {
-	if _, h, ok := db.live.get(id); ok && h != nil {
-		return h, nil
+	if e := db.live.get(id); e != nil && e.history != nil {
+		return slices.Clone(e.history), nil
 	}
 	prefix := string(key(pfxHistory, id))
 	hs, err := scan(db.pdb, span{lower: []byte(prefix), upper: prefixEnd(prefix)},
