@@ -116,43 +116,60 @@ func resolvePython(cfg Config) (string, error) {
 
 func (p *process) Name() string { return p.name }
 
-func (p *process) Run(ctx context.Context, req Request) Outcome {
-	noExit := domain.Result{ExitCode: -1}
-	var args []string
-	direct := false // the entry point is executed itself, for its #! line
-	dir := p.tmpDir
+// invocation is how one request starts: the program and its arguments, the
+// working directory, and the parameters document for stdin.
+type invocation struct {
+	args   []string
+	dir    string
+	direct bool // the entry point is executed itself, for its #! line
+	stdin  []byte
+}
+
+// invocation checks req and says how to start it. Its errors are the
+// reason a run failed before any process started.
+func (p *process) invocation(req Request) (invocation, error) {
+	inv := invocation{dir: p.tmpDir}
 	switch {
 	case req.EntryPoint != "":
 		if !filepath.IsAbs(req.EntryPoint) {
-			return failed(noExit, "start %s action: entry point %q is not an absolute path", p.name, req.EntryPoint)
+			return inv, fmt.Errorf("start %s action: entry point %q is not an absolute path", p.name, req.EntryPoint)
 		}
 		var err error
-		if direct, err = p.direct(req.EntryPoint); err != nil {
-			return failed(noExit, "start %s action: %v", p.name, err)
+		if inv.direct, err = p.direct(req.EntryPoint); err != nil {
+			return inv, fmt.Errorf("start %s action: %w", p.name, err)
 		}
-		args, dir = []string{p.path, req.EntryPoint}, filepath.Dir(req.EntryPoint)
-		if direct {
-			args = []string{req.EntryPoint}
+		inv.args, inv.dir = []string{p.path, req.EntryPoint}, filepath.Dir(req.EntryPoint)
+		if inv.direct {
+			inv.args = []string{req.EntryPoint}
 		}
 	case req.Cmd != "" && p.cmdFlag != "":
-		args = []string{p.path, p.cmdFlag, req.Cmd}
+		inv.args = []string{p.path, p.cmdFlag, req.Cmd}
 	case req.Cmd != "":
-		return failed(noExit, "start %s action: the %s runtime needs an entry point; cmd is for the shell runtime", p.name, p.name)
+		return inv, fmt.Errorf("start %s action: the %s runtime needs an entry point; cmd is for the shell runtime", p.name, p.name)
 	default:
-		return failed(noExit, "start %s action: neither entry point nor cmd is set", p.name)
+		return inv, fmt.Errorf("start %s action: neither entry point nor cmd is set", p.name)
 	}
-	stdin, err := paramsJSON(req.Parameters)
+	var err error
+	if inv.stdin, err = paramsJSON(req.Parameters); err != nil {
+		return inv, fmt.Errorf("start %s action: encode parameters: %w", p.name, err)
+	}
+	return inv, nil
+}
+
+func (p *process) Run(ctx context.Context, req Request) Outcome {
+	noExit := domain.Result{ExitCode: -1}
+	inv, err := p.invocation(req)
 	if err != nil {
-		return failed(noExit, "start %s action: encode parameters: %v", p.name, err)
+		return failed(noExit, "%v", err)
 	}
 
 	runCtx, cancel := withTimeout(ctx, req.Timeout)
 	defer cancel()
 	stdout, stderr := &capture{max: p.maxOutput}, &capture{max: p.maxOutput}
 	// With a context that never ends, exec starts no watcher goroutine.
-	cmd := exec.CommandContext(runCtx, args[0])
-	cmd.Args, cmd.Dir, cmd.Env = args, dir, p.environ(req)
-	cmd.Stdin = bytes.NewReader(stdin) // a pipe: bash reads ~/.bashrc when stdin is a socket
+	cmd := exec.CommandContext(runCtx, inv.args[0])
+	cmd.Args, cmd.Dir, cmd.Env = inv.args, inv.dir, p.environ(req)
+	cmd.Stdin = bytes.NewReader(inv.stdin) // a pipe: bash reads ~/.bashrc when stdin is a socket
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = sysProcAttr()
 	// Killing the group rather than the process takes grandchildren down too.
@@ -163,7 +180,7 @@ func (p *process) Run(ctx context.Context, req Request) Outcome {
 		if o, ok := interrupted(ctx, runCtx, req.Timeout, noExit); ok {
 			return o
 		}
-		if direct {
+		if inv.direct {
 			err = shebangError(req.EntryPoint, err)
 		}
 		return failed(noExit, "start %s action: %v", p.name, err)
@@ -172,13 +189,23 @@ func (p *process) Run(ctx context.Context, req Request) Outcome {
 	if cmd.ProcessState == nil { // the wait itself failed; nothing was reaped
 		return failed(noExit, "wait for %s action: %v", p.name, err)
 	}
-	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	res := domain.Result{ExitCode: ws.ExitStatus(), Stdout: stdout.String(), Stderr: stderr.String(), Output: stdout.JSON()}
+	// A clean exit counts even if the pipes had to be closed after
+	// pipeGrace (exec.ErrWaitDelay): the action itself succeeded.
+	return exited(ctx, runCtx, req.Timeout, cmd.ProcessState.Sys().(syscall.WaitStatus), stdout, stderr)
+}
+
+// exited is the outcome of an action process that ended with ws, having
+// printed stdout and stderr. An exit other than a clean one is put down to
+// the cancel or timeout when either happened, since killing the group on
+// them is what ended it.
+func exited(ctx, runCtx context.Context, timeout time.Duration, ws syscall.WaitStatus, stdout, stderr *capture) Outcome {
+	code := ws.ExitStatus()
 	if ws.Signaled() {
-		res.ExitCode = -int(ws.Signal())
+		code = -int(ws.Signal())
 	}
-	if err != nil {
-		if o, ok := interrupted(ctx, runCtx, req.Timeout, res); ok {
+	res := result(code, stdout, stderr)
+	if res.ExitCode != 0 {
+		if o, ok := interrupted(ctx, runCtx, timeout, res); ok {
 			return o
 		}
 	}
@@ -188,9 +215,12 @@ func (p *process) Run(ctx context.Context, req Request) Outcome {
 	case res.ExitCode != 0:
 		return failed(res, "exit code %d", res.ExitCode)
 	}
-	// A clean exit counts even if the pipes had to be closed after
-	// pipeGrace (exec.ErrWaitDelay): the action itself succeeded.
 	return Outcome{Status: domain.StatusSucceeded, Result: res}
+}
+
+// result is what an action process printed, and its exit code.
+func result(exitCode int, stdout, stderr *capture) domain.Result {
+	return domain.Result{ExitCode: exitCode, Stdout: stdout.String(), Stderr: stderr.String(), Output: stdout.JSON()}
 }
 
 // direct checks that the entry point exists (a missing script would
