@@ -75,7 +75,7 @@ parameters:
 			t.Fatal(err)
 		}
 		ex = n.WaitExecution(ex.ID.String(), domain.StatusFailed, 10*time.Second)
-		if want := `runtime "ruby" not found (available: builtin, python, shell)`; ex.Error != want {
+		if want := `runtime "ruby" not found (available: builtin, python, python-warm, shell)`; ex.Error != want {
 			t.Errorf("error %q, want %q", ex.Error, want)
 		}
 	})

@@ -1,6 +1,7 @@
 package runtimes
 
 import (
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,4 +79,63 @@ func BenchmarkShellVsRaw(b *testing.B) {
 			b.ReportMetric(float64(raw)/float64(shell), "rate/raw")
 		})
 	}
+}
+
+// benchScript is a typical small python action: read the parameters, print
+// a JSON result.
+const benchScript = `import json, sys
+params = json.load(sys.stdin)
+json.dump({"hello": params["name"]}, sys.stdout)
+`
+
+// BenchmarkPython is the cost of one python action started as a new
+// interpreter; compare it with BenchmarkPythonWarm.
+func BenchmarkPython(b *testing.B) {
+	rt, err := NewPython(DefaultConfig())
+	if err != nil {
+		b.Skip(err)
+	}
+	benchRuns(b, rt)
+}
+
+// BenchmarkPythonWarm is the cost of one python action forked from the
+// python-warm runtime's server.
+func BenchmarkPythonWarm(b *testing.B) {
+	rt, err := NewPythonWarm(DefaultConfig())
+	if err != nil {
+		b.Skip(err)
+	}
+	defer rt.(io.Closer).Close()
+	benchRuns(b, rt)
+}
+
+// benchRuns reports the runs per second of rt one at a time, and with two
+// runs per CPU at once, as many as a worker's default slots.
+func benchRuns(b *testing.B, rt Runtime) {
+	path := filepath.Join(b.TempDir(), "hello.py")
+	if err := os.WriteFile(path, []byte(benchScript), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	req := Request{ExecutionID: "bench", Action: "bench.hello", EntryPoint: path, Parameters: map[string]any{"name": "bench"}}
+	run := func(b *testing.B) {
+		if out := rt.Run(b.Context(), req); out.Status != domain.StatusSucceeded || string(out.Result.Output) != `{"hello": "bench"}` {
+			b.Fatalf("run: %s %s %q", out.Status, out.Error, out.Result.Stderr)
+		}
+	}
+	run(b) // a warm runtime starts its server here
+	b.Run("serial", func(b *testing.B) {
+		for b.Loop() {
+			run(b)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+	})
+	b.Run("concurrent", func(b *testing.B) {
+		b.SetParallelism(2)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				run(b)
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "runs/s")
+	})
 }

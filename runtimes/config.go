@@ -24,11 +24,11 @@ type Config struct {
 	// scripts without a #! line; a script with one is executed itself.
 	// Default "/bin/sh".
 	Shell string
-	// Python is the python runtime's interpreter, a name or path. At
-	// construction it is run once to ask for sys.executable, and that real
-	// binary is what actions run under, so a pyenv or asdf shim (hundreds of
-	// milliseconds per start) is paid for once. The python runtime is
-	// unavailable if that fails. Default "python3".
+	// Python is the interpreter of the python and python-warm runtimes, a
+	// name or path. At construction it is run once to ask for
+	// sys.executable, and that real binary is what actions run under, so a
+	// pyenv or asdf shim (hundreds of milliseconds per start) is paid for
+	// once. Both runtimes are unavailable if that fails. Default "python3".
 	Python string
 	// Env is the whole base environment of action processes, as KEY=value
 	// entries; each run adds only TROUPE_EXECUTION_ID, TROUPE_ACTION and

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -76,14 +77,23 @@ func NewShell(cfg Config) (Runtime, error) {
 // NewPython builds the python runtime: an entry point runs as
 // `<python> script`, with the interpreter resolved once to its real binary.
 func NewPython(cfg Config) (Runtime, error) {
+	p, err := newPython("python", cfg)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// newPython is runtime name running scripts under the resolved interpreter.
+func newPython(name string, cfg Config) (*process, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("new python runtime: %w", err)
+		return nil, fmt.Errorf("new %s runtime: %w", name, err)
 	}
 	path, err := resolvePython(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("new python runtime: resolve interpreter %q: %w", cfg.Python, err)
+		return nil, fmt.Errorf("new %s runtime: resolve interpreter %q: %w", name, cfg.Python, err)
 	}
-	return newProcess("python", path, "", cfg), nil
+	return newProcess(name, path, "", cfg), nil
 }
 
 func newProcess(name, path, cmdFlag string, cfg Config) *process {
@@ -91,9 +101,35 @@ func newProcess(name, path, cmdFlag string, cfg Config) *process {
 		maxOutput: cfg.MaxOutput, tmpDir: os.TempDir(), runDir: cfg.RunDir}
 }
 
+// resolutions remembers resolvePython's answers by interpreter and
+// environment: the python and python-warm runtimes of a registry then ask
+// once (through a shim, a fifth of a second at every agent start), and are
+// available or not together.
+var resolutions = struct {
+	sync.Mutex
+	m map[string]resolution
+}{m: map[string]resolution{}}
+
+type resolution struct {
+	path string
+	err  error
+}
+
 // resolvePython asks the interpreter where its real binary is: through a
 // shim, sys.executable is the binary the shim ends up running.
 func resolvePython(cfg Config) (string, error) {
+	key := strings.Join(append([]string{cfg.Python}, cfg.Env...), "\x00")
+	resolutions.Lock()
+	defer resolutions.Unlock()
+	r, ok := resolutions.m[key]
+	if !ok {
+		r.path, r.err = askPython(cfg)
+		resolutions.m[key] = r
+	}
+	return r.path, r.err
+}
+
+func askPython(cfg Config) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cfg.Python, "-c", "import sys; print(sys.executable)")

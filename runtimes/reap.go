@@ -18,8 +18,10 @@ const runMarker = "TROUPE_RUN_DIR="
 // Reap stops the process groups of actions that an agent with run dir dir
 // (a Config.RunDir) started and left running: after that agent was killed,
 // they belong to runs nobody waits for, whose executions recovery marks
-// abandoned. They are found in /proc by the TROUPE_RUN_DIR they carry, so a
-// reused process ID is never hit and a spawn does no file-system work
+// abandoned. They are found in /proc by the TROUPE_RUN_DIR they carry (a
+// python-warm child shows the environment of the fork server it was forked
+// from, which carries it too, and the server is found alike), so a reused
+// process ID is never hit and a spawn does no file-system work
 // (creating and removing a record file per run cost the shell runtime a
 // sixth of the agent's CPU). Call it before this agent starts any action. It
 // returns how many groups it killed.

@@ -57,9 +57,10 @@ type Factory func(cfg Config) (Runtime, error)
 
 // Builtin holds every runtime Troupe ships, by name.
 var Builtin = map[string]Factory{
-	"shell":   NewShell,
-	"python":  NewPython,
-	"builtin": NewBuiltin,
+	"shell":       NewShell,
+	"python":      NewPython,
+	"python-warm": NewPythonWarm,
+	"builtin":     NewBuiltin,
 }
 
 // ErrNotFound is wrapped by the error for a runtime name that is not known.
@@ -187,9 +188,11 @@ func (r *Registry) Interpreter(name string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, ok := rt.(*process)
-	if !ok {
-		return nil, fmt.Errorf("runtime %q cannot run scripts", name)
+	switch rt := rt.(type) {
+	case *process:
+		return []string{rt.path}, nil
+	case *warmPython: // a long-running script gains nothing from a warm start
+		return []string{rt.proc.path}, nil
 	}
-	return []string{p.path}, nil
+	return nil, fmt.Errorf("runtime %q cannot run scripts", name)
 }

@@ -3,6 +3,7 @@ package runtimes
 import (
 	"errors"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -73,8 +74,9 @@ func TestRegistry(t *testing.T) {
 		wantErr   string
 	}{
 		{"explicit", testConfig(t), []string{"shell", "builtin", "shell"}, []string{"builtin", "shell"}, ""},
-		{"unknown name", testConfig(t), []string{"shell", "java"}, nil, `build runtime registry: runtime "java" not found (available: builtin, python, shell)`},
+		{"unknown name", testConfig(t), []string{"shell", "java"}, nil, `build runtime registry: runtime "java" not found (available: builtin, python, python-warm, shell)`},
 		{"explicit runtime that cannot work", noPython, []string{"python"}, nil, `build runtime registry: new python runtime: resolve interpreter "/nonexistent/python3": `},
+		{"explicit warm runtime that cannot work", noPython, []string{"python-warm"}, nil, `build runtime registry: new python-warm runtime: resolve interpreter "/nonexistent/python3": `},
 		{"every runtime that works", noPython, nil, []string{"builtin", "shell"}, ""},
 		{"invalid config", Config{}, nil, nil, "build runtime registry: invalid runtimes config: "},
 	} {
@@ -97,8 +99,8 @@ func TestRegistry(t *testing.T) {
 					t.Errorf("Get(%q) = %v, %v", n, rt, err)
 				}
 			}
-			if tc.names == nil && reg.Unavailable()["python"] == nil {
-				t.Errorf("python is missing from Unavailable() = %v", reg.Unavailable())
+			if un := reg.Unavailable(); tc.names == nil && (un["python"] == nil || un["python-warm"] == nil) {
+				t.Errorf("python or python-warm is missing from Unavailable() = %v", un)
 			}
 		})
 	}
@@ -111,10 +113,30 @@ func TestRegistryGetUnknown(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = reg.Get("java")
-	if want := `runtime "java" not found (available: builtin, python, shell)`; err == nil || err.Error() != want {
+	if want := `runtime "java" not found (available: builtin, python, python-warm, shell)`; err == nil || err.Error() != want {
 		t.Fatalf("error %v, want %q", err, want)
 	}
 	if !errors.Is(err, ErrNotFound) || !errors.Is(err, domain.ErrNotFound) {
 		t.Fatalf("error %v wraps neither ErrNotFound nor domain.ErrNotFound", err)
+	}
+}
+
+// TestRegistryInterpreter: script sensors of python-warm run under the same
+// binary as python ones; a runtime without an interpreter says so.
+func TestRegistryInterpreter(t *testing.T) {
+	needPython(t)
+	reg, err := NewRegistry(testConfig(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	py, err := reg.Interpreter("python")
+	if err != nil || len(py) != 1 || !filepath.IsAbs(py[0]) {
+		t.Fatalf("Interpreter(python) = %q, %v", py, err)
+	}
+	if warm, err := reg.Interpreter("python-warm"); err != nil || !slices.Equal(warm, py) {
+		t.Errorf("Interpreter(python-warm) = %q, %v; want %q", warm, err, py)
+	}
+	if _, err := reg.Interpreter("builtin"); err == nil || err.Error() != `runtime "builtin" cannot run scripts` {
+		t.Errorf("Interpreter(builtin): %v", err)
 	}
 }
