@@ -2,7 +2,9 @@ package runtimes
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -149,6 +151,18 @@ func (r *Registry) Get(name string) (Runtime, error) {
 
 // Names lists the available runtimes, sorted; nodes advertise it.
 func (r *Registry) Names() []string { return slices.Clone(r.names) }
+
+// Close stops what runtimes keep running between runs (the python-warm
+// fork server); the agent calls it as it stops, once its actor system has.
+func (r *Registry) Close() error {
+	var errs []error
+	for _, name := range r.names {
+		if c, ok := r.byName[name].(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // Unavailable says, for each Builtin runtime that NewRegistry skipped
 // because it cannot work here, why; the agent logs it at start.

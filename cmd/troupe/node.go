@@ -351,6 +351,11 @@ func (n *node) stop(timeout time.Duration) {
 	n.proto.Shutdown(true) // leaves the gossip and stops the actor system; the others see "left" at once
 	n.stopDone()
 	<-n.finished
+	// After the actor system, so that what this kills is not recorded as
+	// failed: like process runs left over, it is abandoned at next start.
+	if err := n.runtimes.Close(); err != nil {
+		n.log.Error("stop runtimes", "err", err)
+	}
 	if err := n.store.Close(); err != nil {
 		n.log.Error("close storage", "err", err)
 	}
