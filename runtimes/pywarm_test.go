@@ -435,3 +435,31 @@ time.sleep(300)
 		waitFor(t, 10*time.Second, func() error { return processGone(pid) })
 	}
 }
+
+// TestRegistryCloseStopsTheServer: closing the registry, as a stopping
+// agent does, ends the fork server and what it forked.
+func TestRegistryCloseStopsTheServer(t *testing.T) {
+	needPython(t)
+	reg, err := NewRegistry(testConfig(t), []string{"python-warm", "shell"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := reg.Get("python-warm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := rt.(*warmPython)
+	t.Cleanup(func() { w.Close() })
+	script := writeScript(t, "sleep.py", "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(300)\n")
+	done := make(chan Outcome, 1)
+	go func() { done <- w.Run(context.Background(), Request{EntryPoint: script, Timeout: time.Hour}) }()
+	action := readPid(t, filepath.Join(filepath.Dir(script), "pid"))
+	server := w.serverPid()
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkOutcome(t, <-done, domain.StatusFailed, "the python-warm server was stopped; the action's process group was killed")
+	for _, pid := range []int{action, server} {
+		waitFor(t, 10*time.Second, func() error { return processGone(pid) })
+	}
+}
