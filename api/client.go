@@ -80,6 +80,22 @@ func (c *Client) Wait(ctx context.Context, id string) (*ExecutionView, error) {
 	}
 }
 
+// WaitStatus is Wait for callers that need only the terminal status; it
+// decodes nothing else of the answers. Bench's closed loop uses it: its
+// client shares the cores with the node it measures.
+func (c *Client) WaitStatus(ctx context.Context, id string) (domain.Status, error) {
+	type status struct {
+		Status domain.Status `json:"status"`
+	}
+	q := url.Values{"wait": {pollWait.String()}}
+	for {
+		s, err := fetch[status](ctx, c, "/api/v1/executions/"+url.PathEscape(id), q)
+		if err != nil || s.Status.Terminal() {
+			return s.Status, err
+		}
+	}
+}
+
 func (c *Client) Executions(ctx context.Context, q ListQuery) (Page[*ExecutionView], error) {
 	return fetch[Page[*ExecutionView]](ctx, c, "/api/v1/executions", q.values())
 }

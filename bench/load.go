@@ -119,7 +119,7 @@ func (l *load) closedLoop(ctx context.Context, concurrency int, drain time.Durat
 					time.Sleep(10 * time.Millisecond) // do not spin on a failing node
 				}
 				for _, id := range execs {
-					if _, err := c.Wait(waitCtx, id); err != nil {
+					if _, err := c.WaitStatus(waitCtx, id); err != nil {
 						if waitCtx.Err() == nil {
 							l.fail(fmt.Errorf("wait: %w", err))
 						}
