@@ -347,6 +347,9 @@ func (w *worker) onFinished(ctx actor.Context, f finished) {
 	if a.announce != nil {
 		a.announce.Stop() // a run that ends first reports running with its end
 	}
+	// The attempt is remembered for minutes after this (Remember); what
+	// only the run needed must not be.
+	a.cancel, a.announce = nil, nil
 	out := f.outcome
 	if out.Status == domain.StatusCanceled && w.draining {
 		out.Status, out.Error = domain.StatusAbandoned, fmt.Sprintf("stopped: node %s shut down while the action ran", w.cfg.Node)
