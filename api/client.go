@@ -283,6 +283,9 @@ func responseError(resp *http.Response) error {
 	}
 	if json.Unmarshal(b, &env) == nil && env.Error != nil && env.Error.Code != "" {
 		env.Error.Status = resp.StatusCode
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+			env.Error.RetryAfter = time.Duration(secs) * time.Second
+		}
 		return env.Error
 	}
 	return &Error{Status: resp.StatusCode, Message: fmt.Sprintf("%s %s: %s: %s",

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/troupehq/troupe/domain"
 )
@@ -20,6 +21,9 @@ type Error struct {
 	Message string `json:"message"`
 	// Field names the offending action parameter of an invalid_parameters error.
 	Field string `json:"field,omitempty"`
+	// RetryAfter, when positive, is sent as the Retry-After header: when
+	// the same request is worth sending again.
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -39,6 +43,7 @@ const (
 	CodeInvalidPack       = "invalid_pack" // an uploaded pack that is no pack or does not load
 	CodeConflict          = "conflict"     // e.g. removing a pack others use, replacing core
 	CodeUnsupportedType   = "unsupported_media_type"
+	CodeOverloaded        = "overloaded" // the node holds as many unfinished executions as it admits; retry after Retry-After
 )
 
 // codeStatus is the one table deciding the HTTP status of each code.
@@ -56,6 +61,7 @@ var codeStatus = map[string]int{
 	CodeInvalidPack:       http.StatusUnprocessableEntity,
 	CodeConflict:          http.StatusConflict,
 	CodeUnsupportedType:   http.StatusUnsupportedMediaType,
+	CodeOverloaded:        http.StatusServiceUnavailable,
 }
 
 // NewError builds an API error with a code from the table; a Backend

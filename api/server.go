@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -282,6 +283,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	e, internal := toError(err)
 	if internal {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
 	}
 	s.write(w, r, e.Status, map[string]*Error{"error": e})
 }

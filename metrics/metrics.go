@@ -23,6 +23,7 @@ type Metrics struct {
 	PlacementFailures  *prometheus.CounterVec // runtime
 	ClusterMembers     *prometheus.GaugeVec   // status: alive|suspect|dead|left
 	MembershipChanges  *prometheus.CounterVec // kind: joined|updated|restarted|suspect|recovered|dead|left|resync
+	AdmissionRefused   *prometheus.CounterVec // kind: webhook|run
 }
 
 // Latency buckets from 250µs to ~4 minutes: the fast path of a builtin
@@ -68,6 +69,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			"Members this node knows of, by status (alive, suspect, dead, left).", "status"),
 		MembershipChanges: f.counter("cluster", "membership_changes_total",
 			"Membership changes this node observed, by kind.", "kind"),
+		AdmissionRefused: f.counter("admission", "refused_total",
+			"Webhooks and runs refused with 503 overloaded because the node held max_in_flight unfinished executions, by kind (webhook, run).", "kind"),
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -30,6 +31,10 @@ type DB struct {
 	fsHealth func() error // stops Pebble's disk health checks
 	records  recordCounts
 	live     live
+	// unfinished counts the executions in the ea/ index: loaded when the
+	// store opens, then kept by the write path, so that admission can read
+	// it per request without a scan.
+	unfinished atomic.Int64
 }
 
 // Open opens (creating if needed) the store in cfg.Dir.
@@ -68,6 +73,12 @@ func Open(cfg Config) (*DB, error) {
 		db.closePebble()
 		return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
 	}
+	unfinished, err := countKeys(pdb, pfxActive)
+	if err != nil {
+		db.closePebble()
+		return nil, fmt.Errorf("open storage in %s: count unfinished executions: %w", cfg.Dir, err)
+	}
+	db.unfinished.Store(unfinished)
 	h.start()
 	log.Info("storage opened", "dir", cfg.Dir)
 	return db, nil

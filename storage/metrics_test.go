@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
@@ -256,7 +257,8 @@ func TestCollectorMoves(t *testing.T) {
 }
 
 func TestInFlightCountsTheIndex(t *testing.T) {
-	db := newTestDB(t)
+	fs := vfs.NewMem()
+	db := openDB(t, fs)
 	counts, err := db.InFlight()
 	if err != nil || len(counts) != 0 {
 		t.Fatalf("empty store: %v, %v", counts, err)
@@ -301,6 +303,23 @@ func TestInFlightCountsTheIndex(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(s.want) {
 			t.Errorf("step %d: in flight %v, want %v", i, got, s.want)
 		}
+		// Admission reads the count the write path keeps; it must agree
+		// with the index it stands for.
+		total := 0
+		for _, n := range s.want {
+			total += n
+		}
+		if u := db.Unfinished(); u != int64(total) {
+			t.Errorf("step %d: Unfinished() = %d, the index holds %d", i, u, total)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openDB(t, fs)
+	defer db.Close()
+	if u := db.Unfinished(); u != 8 {
+		t.Errorf("reopened: Unfinished() = %d, want the 8 left in the index", u)
 	}
 }
 

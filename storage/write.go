@@ -90,6 +90,7 @@ func (db *DB) commit(c *creation) error {
 		return err
 	}
 	db.records.created(c.fresh)
+	db.unfinished.Add(int64(len(c.created)))
 	for _, e := range c.created {
 		db.live.put(e.ex, e.enc, []domain.HistoryEntry{e.history})
 	}
@@ -217,9 +218,16 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 		db.live.drop(id)
 		return stored, false, fmt.Errorf("apply transitions to execution %s: %w", id, err)
 	}
+	if ex.Status.Terminal() {
+		db.unfinished.Add(-1)
+	}
 	db.live.put(&ex, enc, history)
 	return &ex, true, nil
 }
+
+// Unfinished is the number of executions stored here that are not terminal
+// yet: what this node has accepted and still owes a result.
+func (db *DB) Unfinished() int64 { return db.unfinished.Load() }
 
 // writeExecution stores ex, moves its index entry from status from, and on
 // a terminal status adds the completion to the outbox, then commits. It

@@ -8,6 +8,7 @@ import (
 
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/cluster"
 	"github.com/troupehq/troupe/domain"
 	"github.com/troupehq/troupe/storage"
 )
@@ -29,6 +30,28 @@ func (b *backend) accepting() error {
 	return nil
 }
 
+// retryAfter is what an overloaded node asks clients to wait: at the rates
+// measured, a full bound of builtin executions drains in well under it.
+const retryAfter = time.Second
+
+// admit refuses new work while this node holds max_in_flight unfinished
+// executions, before anything is stored: what was accepted is never given
+// up, and a refused request left no trace to retry against. The check is
+// not atomic with the store, so concurrent requests may overshoot the
+// bound by the number of them in flight, which the HTTP server bounds.
+// Timer ticks and sensor events are not admitted here: they are few, and a
+// tick refused would be a tick lost.
+func (b *backend) admit(kind string) error {
+	if n := b.n.store.Unfinished(); n >= int64(b.n.cfg.MaxFlight) {
+		b.n.metrics.AdmissionRefused.WithLabelValues(kind).Inc()
+		e := api.NewError(api.CodeOverloaded, "node %s is overloaded: %d executions unfinished, max_in_flight is %d; retry later",
+			b.n.cfg.NodeName, n, b.n.cfg.MaxFlight)
+		e.RetryAfter = retryAfter
+		return e
+	}
+	return nil
+}
+
 func (b *backend) Webhook(ctx context.Context, name string, headers map[string]string, body any) (domain.ID, error) {
 	if err := b.accepting(); err != nil {
 		return domain.ID{}, err
@@ -37,6 +60,14 @@ func (b *backend) Webhook(ctx context.Context, name string, headers map[string]s
 	instance := domain.TriggerInstance(webhookTrigger, params)
 	if !(*b.n.webhooks.Load())[instance] {
 		return domain.ID{}, fmt.Errorf("webhook %q: %w (no enabled rule has trigger core.webhook with url %q)", name, domain.ErrNotFound, name)
+	}
+	// Only a node with the rule role stores the executions its webhooks
+	// create; one without forwards the event to a rule member, whose count
+	// it does not know.
+	if b.n.cfg.hasRole(cluster.RoleRule) {
+		if err := b.admit("webhook"); err != nil {
+			return domain.ID{}, err
+		}
 	}
 	now := time.Now().UTC()
 	ev := &domain.Event{ID: domain.NewID(now), Trigger: webhookTrigger, Instance: instance,
@@ -61,6 +92,9 @@ func (b *backend) Webhook(ctx context.Context, name string, headers map[string]s
 
 func (b *backend) Run(ctx context.Context, ref string, params map[string]any) (*domain.Execution, error) {
 	if err := b.accepting(); err != nil {
+		return nil, err
+	}
+	if err := b.admit("run"); err != nil {
 		return nil, err
 	}
 	action, ok := b.n.packs.live.Action(ref)

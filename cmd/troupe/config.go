@@ -46,6 +46,7 @@ type agentConfig struct {
 	Packs     []string      `yaml:"packs" help:"comma-separated pack directories, each a pack or a folder of packs"`
 	Runtimes  []string      `yaml:"runtimes" help:"runtimes this node offers (default: those this machine can run)"`
 	Slots     int           `yaml:"slots" help:"executions this node runs at once; 8 × CPUs when not set"`
+	MaxFlight int           `yaml:"max_in_flight" help:"unfinished executions this node holds before it refuses webhooks and runs with 503 overloaded"`
 	MaxBody   int64         `yaml:"max_body" help:"largest accepted request body, in bytes"`
 	LogLevel  string        `yaml:"log_level" help:"debug, info, warn or error"`
 	LogFormat string        `yaml:"log_format" help:"text or json"`
@@ -71,7 +72,12 @@ func defaultAgentConfig(dev bool) agentConfig {
 		// An action process spends most of its start waiting on fork, exec and
 		// the loader, so CPUs stay busy only with several per CPU: webhook-shell
 		// ran 814/s with 4 slots on 2 CPUs and 985/s with 16 (docs/performance.md).
-		Slots:     8 * runtime.NumCPU(),
+		Slots: 8 * runtime.NumCPU(),
+		// A backlog beyond what keeps the node busy only adds latency: past its
+		// rate an open loop got p50 ~180 ms with 1024, ~80 ms with 512 and
+		// ~45 ms with 256 at the same throughput (docs/performance.md); 512
+		// still takes the bench's closed-loop fanout (64 × 8) unrefused.
+		MaxFlight: 512,
 		MaxBody:   1 << 20,
 		LogLevel:  "info",
 		LogFormat: "json",
@@ -230,6 +236,9 @@ func (c agentConfig) validate() error {
 	}
 	if c.Slots < 1 {
 		errs = append(errs, fmt.Errorf("slots: %d, must be at least 1", c.Slots))
+	}
+	if c.MaxFlight < 1 {
+		errs = append(errs, fmt.Errorf("max_in_flight: %d, must be at least 1", c.MaxFlight))
 	}
 	if c.MaxBody < 1 {
 		errs = append(errs, fmt.Errorf("max_body: %d, must be at least 1", c.MaxBody))

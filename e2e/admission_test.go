@@ -1,0 +1,60 @@
+package e2e
+
+import (
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/domain"
+)
+
+// TestWebhookAdmissionBound: a node holding max_in_flight unfinished
+// executions refuses further webhooks and runs with 503 overloaded and a
+// Retry-After, counts the refusals, finishes everything it accepted, and
+// accepts again once they are done.
+func TestWebhookAdmissionBound(t *testing.T) {
+	const bound = 4
+	pack := writePack(t, "slow", map[string]string{
+		"rules/slow.yaml": "name: slow\ntrigger:\n  type: core.webhook\n  parameters: {url: slow}\naction:\n  ref: core.sleep\n  parameters: {seconds: 3}\n",
+	})
+	n := StartNode(t, "n1", WithPacks(pack), WithArgs("--max-in-flight", "4"))
+
+	var accepted []string
+	for range bound {
+		id, err := n.Client.Webhook(t.Context(), "slow", map[string]any{})
+		if err != nil {
+			t.Fatalf("webhook %d of %d within the bound: %v", len(accepted)+1, bound, err)
+		}
+		accepted = append(accepted, id)
+	}
+
+	overloaded := func(what string, err error) {
+		t.Helper()
+		var e *api.Error
+		if !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable || e.Code != api.CodeOverloaded || e.RetryAfter != time.Second {
+			t.Fatalf("%s with %d executions unfinished: %v (%#v), want 503 %s with Retry-After: 1", what, bound, err, e, api.CodeOverloaded)
+		}
+	}
+	_, err := n.Client.Webhook(t.Context(), "slow", map[string]any{})
+	overloaded("webhook", err)
+	_, err = n.Client.Run(t.Context(), "core.noop", nil)
+	overloaded("run", err)
+	mfs := mustScrape(t, n)
+	for _, kind := range []string{"webhook", "run"} {
+		if got := total(mfs, "troupe_admission_refused_total", "kind", kind); got != 1 {
+			t.Errorf("troupe_admission_refused_total{kind=%q} = %v, want 1", kind, got)
+		}
+	}
+
+	for _, id := range accepted {
+		ex := executionOf(t, n, id)
+		n.WaitExecution(ex.ID.String(), domain.StatusSucceeded, 15*time.Second)
+	}
+	id, err := n.Client.Webhook(t.Context(), "slow", map[string]any{})
+	if err != nil {
+		t.Fatalf("webhook once the accepted executions finished: %v", err)
+	}
+	n.WaitExecution(executionOf(t, n, id).ID.String(), domain.StatusSucceeded, 15*time.Second)
+}
