@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -78,6 +80,9 @@ func (n *node) joinCluster() error {
 		protocluster.WithHeartbeatExpiration(time.Minute))
 	n.proto = protocluster.New(n.system, pc)
 	n.proto.StartMember()
+	// After StartMember: it advertises this member's remote address, without
+	// which placement would not see this node as a worker.
+	n.workers.refresh(g)
 	return nil
 }
 
@@ -169,6 +174,7 @@ func (n *node) watchMembers() {
 				// A restarted member lost whatever its previous process ran.
 				n.system.Root.Send(n.pid(protocol.ExecutionsActor), &protocol.MemberDown{Node: ch.Member.Name, Status: string(ch.Kind)})
 			}
+			n.workers.refresh(n.gossip)
 			n.countMembers()
 			n.savePeers()
 		}
@@ -227,6 +233,8 @@ func (n *node) gossipLoad() {
 		if err := n.gossip.EditMeta(func(m *cluster.Meta) { m.SlotsUsed = stats.Used }); err != nil {
 			n.log.Debug("gossip slot usage", "err", err)
 		}
+		// This node's own load reaches its view only through here.
+		n.workers.refresh(n.gossip)
 	})
 }
 
@@ -252,26 +260,17 @@ func (e *noWorkerError) Error() string {
 func (e *noWorkerError) Unwrap() error { return execution.ErrNoWorker }
 
 func (p placement) Worker(runtime string) (*actor.PID, error) {
-	var candidates []cluster.Member
-	var have []string
-	for _, m := range p.n.gossip.Alive() {
-		if !m.HasRole(cluster.RoleWorker) || m.RemoteAddr == "" {
-			continue
-		}
-		have = append(have, m.Runtimes...)
-		if m.HasRuntime(runtime) {
-			candidates = append(candidates, m)
-		}
-	}
-	if len(candidates) == 0 && p.standalone() {
-		// Nobody else is coming: a node started alone fails at once, the
-		// way a single node always did, instead of waiting for a member.
+	w := p.n.workers.current.Load()
+	candidates := w.byRuntime[runtime]
+	if len(candidates) == 0 && len(p.n.cfg.Join) == 0 && w.members == 1 {
+		// Nobody else is coming: a node started without seeds that has never
+		// seen another member fails at once, the way a single node always
+		// did, instead of waiting for a member.
 		_, err := p.n.runtimes.Get(runtime)
 		return nil, err
 	}
 	if len(candidates) == 0 {
-		slices.Sort(have)
-		return nil, &noWorkerError{runtime: runtime, have: slices.Compact(have)}
+		return nil, &noWorkerError{runtime: runtime, have: w.runtimes}
 	}
 	best := candidates[rand.IntN(len(candidates))]
 	if other := candidates[rand.IntN(len(candidates))]; free(other) > free(best) {
@@ -280,10 +279,38 @@ func (p placement) Worker(runtime string) (*actor.PID, error) {
 	return actor.NewPID(best.RemoteAddr, protocol.WorkerActor), nil
 }
 
-// standalone reports whether this node was started without seeds and has
-// never seen another member.
-func (p placement) standalone() bool {
-	return len(p.n.cfg.Join) == 0 && len(p.n.gossip.Members()) == 1
+// workerView is what placement reads per execution: the live workers by
+// runtime, rebuilt when membership or a member's load changes, since copying
+// the member list for every execution cost ~2 % of the node's CPU under
+// webhook-noop (docs/performance.md).
+type workerView struct {
+	mu      sync.Mutex // orders rebuilds, so an older one never replaces a newer
+	current atomic.Pointer[workers]
+}
+
+type workers struct {
+	byRuntime map[string][]cluster.Member // alive members with the worker role
+	runtimes  []string                    // what they offer together, sorted
+	members   int                         // members known, whatever their status
+}
+
+// refresh rebuilds the view from what g knows now.
+func (v *workerView) refresh(g *cluster.Cluster) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	w := &workers{byRuntime: map[string][]cluster.Member{}, members: len(g.Members())}
+	for _, m := range g.Alive() {
+		if !m.HasRole(cluster.RoleWorker) || m.RemoteAddr == "" {
+			continue
+		}
+		for _, r := range m.Runtimes {
+			w.byRuntime[r] = append(w.byRuntime[r], m)
+			w.runtimes = append(w.runtimes, r)
+		}
+	}
+	slices.Sort(w.runtimes)
+	w.runtimes = slices.Compact(w.runtimes)
+	v.current.Store(w)
 }
 
 func free(m cluster.Member) int { return m.Slots - m.SlotsUsed }

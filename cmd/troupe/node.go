@@ -45,6 +45,7 @@ type node struct {
 	metrics  *metrics.Metrics
 	webhooks atomic.Pointer[map[string]bool] // trigger instances of enabled webhook rules
 	gossip   *cluster.Cluster
+	workers  workerView // placement's view of gossip
 	proto    *protocluster.Cluster
 	sensors  *sensor.Set // nil without the sensor role
 	keeper   *sensor.Keeper
