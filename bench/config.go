@@ -19,6 +19,9 @@ const (
 	WebhookShell Workload = "webhook-shell"
 	// WebhookPython posts webhook events that one rule turns into a python script.
 	WebhookPython Workload = "webhook-python"
+	// WebhookPythonWarm is WebhookPython with the script forked from the
+	// python-warm runtime's started interpreter.
+	WebhookPythonWarm Workload = "webhook-python-warm"
 	// Direct creates core.noop executions with POST /api/v1/executions.
 	Direct Workload = "direct"
 	// Fanout posts webhook events that Config.Rules rules all match (core.noop).
@@ -29,7 +32,7 @@ const (
 )
 
 // Workloads lists every workload, in the order help texts show them.
-var Workloads = []Workload{WebhookNoop, WebhookShell, WebhookPython, Direct, Fanout, Timers}
+var Workloads = []Workload{WebhookNoop, WebhookShell, WebhookPython, WebhookPythonWarm, Direct, Fanout, Timers}
 
 // ParseWorkload returns the workload called name, or an error listing them.
 func ParseWorkload(name string) (Workload, error) {

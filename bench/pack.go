@@ -12,9 +12,9 @@ const PackRef = "bench"
 // Webhook names and rules of the generated pack, per workload.
 var (
 	webhookOf = map[Workload]string{WebhookNoop: "bench-noop", WebhookShell: "bench-shell",
-		WebhookPython: "bench-python", Fanout: "bench-fanout"}
+		WebhookPython: "bench-python", WebhookPythonWarm: "bench-python-warm", Fanout: "bench-fanout"}
 	ruleOf = map[Workload]string{WebhookNoop: "bench.noop", WebhookShell: "bench.shell",
-		WebhookPython: "bench.python"}
+		WebhookPython: "bench.python", WebhookPythonWarm: "bench.python_warm"}
 )
 
 // rules returns the refs of the rules workload w's events match.
@@ -51,10 +51,13 @@ func WritePack(dir string, cfg Config) (string, error) {
 			"cmd: echo ok\ntimeout: 60\n",
 		"actions/hello.yaml": "name: hello\ndescription: Spawns python to print ok.\nruntime: python\n" +
 			"entry_point: hello.py\ntimeout: 60\n",
-		"actions/hello.py":  "print(\"ok\")\n",
-		"rules/noop.yaml":   webhookRule("noop", webhookOf[WebhookNoop], "core.noop"),
-		"rules/shell.yaml":  webhookRule("shell", webhookOf[WebhookShell], "bench.echo"),
-		"rules/python.yaml": webhookRule("python", webhookOf[WebhookPython], "bench.hello"),
+		"actions/hello_warm.yaml": "name: hello_warm\ndescription: Forks python from the warm server to print ok.\n" +
+			"runtime: python-warm\nentry_point: hello.py\ntimeout: 60\n",
+		"actions/hello.py":       "print(\"ok\")\n",
+		"rules/noop.yaml":        webhookRule("noop", webhookOf[WebhookNoop], "core.noop"),
+		"rules/shell.yaml":       webhookRule("shell", webhookOf[WebhookShell], "bench.echo"),
+		"rules/python.yaml":      webhookRule("python", webhookOf[WebhookPython], "bench.hello"),
+		"rules/python_warm.yaml": webhookRule("python_warm", webhookOf[WebhookPythonWarm], "bench.hello_warm"),
 	}
 	for i := range max(cfg.Rules, 1) {
 		name := fmt.Sprintf("fanout_%03d", i)
