@@ -57,6 +57,16 @@ func Props(cfg Config) *actor.Props {
 	})
 }
 
+// LocalEvent is an event accepted on this node, handed over as it is. The
+// wire form (protocol.Event) carries the payload as JSON, which a local
+// sender would encode only for the evaluator to decode again (~4 % of the
+// node's CPU under webhook-noop, docs/performance.md); it stays for events
+// from other members. Its payload must hold only what encoding/json decodes
+// to (map[string]any, []any, string, float64, bool, nil), so that rules see
+// the types an event from another member would have. The evaluator takes
+// it over: the sender must not use the event afterwards.
+type LocalEvent struct{ Event *domain.Event }
+
 // SetRules replaces the router's rules, e.g. after a pack install. Events
 // already queued are evaluated against the rules they were sent under.
 type SetRules struct{ Rules []*rules.Compiled }
@@ -81,12 +91,19 @@ func (r *router) Receive(ctx actor.Context) {
 		r.children = map[string]*actor.PID{}
 		r.spawn(ctx, msg.Rules)
 	case *protocol.Event:
-		pid, ok := r.children[msg.Trigger]
-		if !ok {
-			pid = r.children[""]
-		}
-		ctx.Forward(pid)
+		r.route(ctx, msg.Trigger)
+	case *LocalEvent:
+		r.route(ctx, msg.Event.Trigger)
 	}
+}
+
+// route forwards the message to the evaluator of its trigger type.
+func (r *router) route(ctx actor.Context, trigger string) {
+	pid, ok := r.children[trigger]
+	if !ok {
+		pid = r.children[""]
+	}
+	ctx.Forward(pid)
 }
 
 // spawn starts one evaluator per trigger type the rules listen to.
@@ -118,18 +135,19 @@ type evaluator struct {
 }
 
 func (e *evaluator) Receive(ctx actor.Context) {
-	msg, ok := ctx.Message().(*protocol.Event)
-	if !ok {
-		return
-	}
-	reply := func(a *protocol.EventAccepted) {
-		if ctx.Sender() != nil {
-			ctx.Respond(a)
+	var ev *domain.Event
+	switch msg := ctx.Message().(type) {
+	case *LocalEvent:
+		ev = msg.Event
+	case *protocol.Event:
+		var err error
+		if ev, err = msg.Domain(); err != nil || ev.ID.IsZero() {
+			if ctx.Sender() != nil {
+				ctx.Respond(&protocol.EventAccepted{Id: msg.Id, Error: fmt.Sprintf("malformed event: %v", err)})
+			}
+			return
 		}
-	}
-	ev, err := msg.Domain()
-	if err != nil || ev.ID.IsZero() {
-		reply(&protocol.EventAccepted{Id: msg.Id, Error: fmt.Sprintf("malformed event: %v", err)})
+	default:
 		return
 	}
 	ev.Node = e.cfg.Node
@@ -142,7 +160,7 @@ func (e *evaluator) Receive(ctx actor.Context) {
 	dispatch.Shared.Go(func() {
 		defer func() { <-e.commits }()
 		err := e.cfg.Store.AcceptEvent(ev, enfs, exs)
-		ack := &protocol.EventAccepted{Id: msg.Id, Executions: int32(len(exs))}
+		ack := &protocol.EventAccepted{Id: ev.ID[:], Executions: int32(len(exs))}
 		switch {
 		case errors.Is(err, domain.ErrDuplicate):
 			ack.Duplicate, ack.Executions = true, 0

@@ -127,24 +127,29 @@ func start(t *testing.T) *env {
 	return e
 }
 
+func newDomainEvent(trigger string, payload map[string]any) *domain.Event {
+	now := time.Now().UTC()
+	return &domain.Event{ID: domain.NewID(now), Trigger: trigger,
+		Instance: domain.TriggerInstance(trigger, nil), Payload: payload, Source: "test", CreatedAt: now}
+}
+
 func newEvent(t *testing.T, trigger string, payload map[string]any) *protocol.Event {
 	t.Helper()
-	now := time.Now().UTC()
-	ev, err := protocol.NewEvent(&domain.Event{ID: domain.NewID(now), Trigger: trigger,
-		Instance: domain.TriggerInstance(trigger, nil), Payload: payload, Source: "test", CreatedAt: now})
+	ev, err := protocol.NewEvent(newDomainEvent(trigger, payload))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ev
 }
 
-// send delivers ev to the rule actors and returns their answer, once the
-// execution probe has seen whatever was started because of it.
-func (e *env) send(ev *protocol.Event) *protocol.EventAccepted {
+// send delivers ev (a *protocol.Event or a *rule.LocalEvent) to the rule
+// actors and returns their answer, once the execution probe has seen
+// whatever was started because of it.
+func (e *env) send(ev any) *protocol.EventAccepted {
 	e.t.Helper()
 	acc, ok := actortest.Request(e.t, e.sys, e.rules, ev).(*protocol.EventAccepted)
 	if !ok {
-		e.t.Fatalf("event %s was not answered with EventAccepted", protocol.ID(ev.Id))
+		e.t.Fatalf("event %v was not answered with EventAccepted", ev)
 	}
 	e.executions.Sync(e.t) // executions are started before the answer is sent
 	return acc
@@ -190,61 +195,72 @@ func TestEventsAreStoredWithWhatTheirRulesCreate(t *testing.T) {
 			[]enforcement{{rule: "t.badparams", status: domain.EnforcementFailed, err: `parameter "count"`}}},
 		{"no rule uses the trigger", "t.lonely", map[string]any{"host": "h1"}, nil},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := start(t)
-			ev := newEvent(t, tc.trigger, tc.payload)
-			id := protocol.ID(ev.Id)
-			wantExecutions := 0
-			for _, w := range tc.enforcements {
-				if w.status == domain.EnforcementSucceeded {
-					wantExecutions++
-				}
-			}
-			acc := e.send(ev)
-			if protocol.ID(acc.Id) != id || acc.Duplicate || acc.Error != "" || int(acc.Executions) != wantExecutions {
-				t.Fatalf("answer %v, want event %s accepted with %d executions", acc, id, wantExecutions)
-			}
-
-			stored, err := e.store.Event(id)
-			if err != nil {
-				t.Fatalf("event not stored: %v", err)
-			}
-			if stored.Node != "n1" || stored.Payload["host"] != "h1" {
-				t.Errorf("stored event %+v, want node n1 and the payload", stored)
-			}
-			enfs, exs := e.stored(id)
-			if len(enfs) != len(tc.enforcements) || len(exs) != wantExecutions {
-				t.Fatalf("stored %d enforcements and %d executions, want %d and %d", len(enfs), len(exs), len(tc.enforcements), wantExecutions)
-			}
-			if calls := e.store.accepted(); len(calls) != 1 || len(calls[0].enforcements) != len(enfs) || len(calls[0].executions) != len(exs) {
-				t.Fatalf("AcceptEvent calls %+v, want one holding the event's enforcements and executions", calls)
-			}
-			var wantStarted []domain.ID
-			for i, w := range tc.enforcements {
-				enf := enfs[i]
-				if enf.ID != domain.EnforcementID(id, w.rule) || enf.Rule != w.rule || enf.Status != w.status || !strings.Contains(enf.Error, w.err) {
-					t.Errorf("enforcement %+v, want rule %s %s with error containing %q", enf, w.rule, w.status, w.err)
-				}
-				if w.status != domain.EnforcementSucceeded {
-					if !enf.Execution.IsZero() {
-						t.Errorf("failed enforcement points at execution %s", enf.Execution)
+		// An event from another member arrives as protocol.Event; one accepted
+		// on this node as rule.LocalEvent. Both must be treated alike.
+		for _, form := range []string{"wire", "local"} {
+			t.Run(tc.name+"/"+form, func(t *testing.T) {
+				e := start(t)
+				dev := newDomainEvent(tc.trigger, tc.payload)
+				id := dev.ID
+				var ev any = &rule.LocalEvent{Event: dev}
+				if form == "wire" {
+					var err error
+					if ev, err = protocol.NewEvent(dev); err != nil {
+						t.Fatal(err)
 					}
-					continue
 				}
-				ex, err := e.store.Execution(domain.ExecutionIDFor(enf.ID))
+				wantExecutions := 0
+				for _, w := range tc.enforcements {
+					if w.status == domain.EnforcementSucceeded {
+						wantExecutions++
+					}
+				}
+				acc := e.send(ev)
+				if protocol.ID(acc.Id) != id || acc.Duplicate || acc.Error != "" || int(acc.Executions) != wantExecutions {
+					t.Fatalf("answer %v, want event %s accepted with %d executions", acc, id, wantExecutions)
+				}
+
+				stored, err := e.store.Event(id)
 				if err != nil {
-					t.Fatalf("execution of enforcement %s: %v", enf.ID, err)
+					t.Fatalf("event not stored: %v", err)
 				}
-				if enf.Execution != ex.ID || ex.Status != domain.StatusRequested || ex.Rule != w.rule || ex.Runtime != "shell" ||
-					ex.Parameters["host"] != "h1" || ex.Parameters["count"] != float64(1) {
-					t.Errorf("execution %+v, want requested, of rule %s, runtime shell, parameters host=h1 count=1 (default)", ex, w.rule)
+				if stored.Node != "n1" || stored.Payload["host"] != "h1" {
+					t.Errorf("stored event %+v, want node n1 and the payload", stored)
 				}
-				wantStarted = append(wantStarted, ex.ID)
-			}
-			if got := e.started(); !slices.Equal(got, wantStarted) {
-				t.Fatalf("executions started %v, want %v", got, wantStarted)
-			}
-		})
+				enfs, exs := e.stored(id)
+				if len(enfs) != len(tc.enforcements) || len(exs) != wantExecutions {
+					t.Fatalf("stored %d enforcements and %d executions, want %d and %d", len(enfs), len(exs), len(tc.enforcements), wantExecutions)
+				}
+				if calls := e.store.accepted(); len(calls) != 1 || len(calls[0].enforcements) != len(enfs) || len(calls[0].executions) != len(exs) {
+					t.Fatalf("AcceptEvent calls %+v, want one holding the event's enforcements and executions", calls)
+				}
+				var wantStarted []domain.ID
+				for i, w := range tc.enforcements {
+					enf := enfs[i]
+					if enf.ID != domain.EnforcementID(id, w.rule) || enf.Rule != w.rule || enf.Status != w.status || !strings.Contains(enf.Error, w.err) {
+						t.Errorf("enforcement %+v, want rule %s %s with error containing %q", enf, w.rule, w.status, w.err)
+					}
+					if w.status != domain.EnforcementSucceeded {
+						if !enf.Execution.IsZero() {
+							t.Errorf("failed enforcement points at execution %s", enf.Execution)
+						}
+						continue
+					}
+					ex, err := e.store.Execution(domain.ExecutionIDFor(enf.ID))
+					if err != nil {
+						t.Fatalf("execution of enforcement %s: %v", enf.ID, err)
+					}
+					if enf.Execution != ex.ID || ex.Status != domain.StatusRequested || ex.Rule != w.rule || ex.Runtime != "shell" ||
+						ex.Parameters["host"] != "h1" || ex.Parameters["count"] != float64(1) {
+						t.Errorf("execution %+v, want requested, of rule %s, runtime shell, parameters host=h1 count=1 (default)", ex, w.rule)
+					}
+					wantStarted = append(wantStarted, ex.ID)
+				}
+				if got := e.started(); !slices.Equal(got, wantStarted) {
+					t.Fatalf("executions started %v, want %v", got, wantStarted)
+				}
+			})
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/troupehq/troupe/actors/protocol"
+	"github.com/troupehq/troupe/actors/rule"
 	"github.com/troupehq/troupe/api"
 	"github.com/troupehq/troupe/cluster"
 	"github.com/troupehq/troupe/domain"
@@ -69,16 +70,25 @@ func (b *backend) Webhook(ctx context.Context, name string, headers map[string]s
 			return domain.ID{}, err
 		}
 	}
+	// The payload holds what a JSON round trip would give, as rule.LocalEvent
+	// requires: the body was decoded from JSON; the headers become any.
+	hs := make(map[string]any, len(headers))
+	for k, v := range headers {
+		hs[k] = v
+	}
 	now := time.Now().UTC()
 	ev := &domain.Event{ID: domain.NewID(now), Trigger: webhookTrigger, Instance: instance,
-		Payload: map[string]any{"headers": headers, "body": body}, Source: "webhook " + name, CreatedAt: now}
-	msg, err := protocol.NewEvent(ev)
-	if err != nil {
-		return domain.ID{}, fmt.Errorf("encode event: %w", err)
-	}
-	rules, err := b.n.rulesFor(ev.ID)
+		Payload: map[string]any{"headers": hs, "body": body}, Source: "webhook " + name, CreatedAt: now}
+	id := ev.ID
+	rules, err := b.n.rulesFor(id)
 	if err != nil {
 		return domain.ID{}, err
+	}
+	var msg any = &rule.LocalEvent{Event: ev}
+	if rules.Address != b.n.system.Address() {
+		if msg, err = protocol.NewEvent(ev); err != nil {
+			return domain.ID{}, fmt.Errorf("encode event: %w", err)
+		}
 	}
 	res, err := b.n.system.Root.RequestFuture(rules, msg, acceptTimeout).Result()
 	if err != nil {
@@ -87,7 +97,7 @@ func (b *backend) Webhook(ctx context.Context, name string, headers map[string]s
 	if acc := res.(*protocol.EventAccepted); acc.Error != "" {
 		return domain.ID{}, errors.New(acc.Error)
 	}
-	return ev.ID, nil
+	return id, nil
 }
 
 func (b *backend) Run(ctx context.Context, ref string, params map[string]any) (*domain.Execution, error) {
