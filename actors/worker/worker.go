@@ -97,7 +97,7 @@ func (c *Config) defaults() {
 func Props(cfg Config) *actor.Props {
 	cfg.defaults()
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &worker{cfg: cfg, seen: map[key]*attempt{},
+		return &worker{cfg: cfg, seen: map[key]*attempt{}, retired: map[key]retired{},
 			process: &pool{slots: cfg.Slots}, builtin: &pool{slots: cfg.BuiltinSlots}}
 	}, actor.WithDispatcher(dispatch.Shared))
 }
@@ -162,15 +162,27 @@ type finished struct {
 
 type tick struct{}
 
+type retired struct {
+	status domain.Status
+	at     time.Time
+}
+
 type worker struct {
-	cfg      Config
-	addr     string // this node's actor address, for reports
-	process  *pool
-	builtin  *pool
-	seen     map[key]*attempt
-	draining bool
-	drainers []*actor.PID
-	stopTick scheduler.CancelFunc
+	cfg     Config
+	addr    string // this node's actor address, for reports
+	process *pool
+	builtin *pool
+	seen    map[key]*attempt
+	// retired holds attempts whose final report the owner acknowledged, in
+	// retiredOrder (oldest first) until Remember has passed: only what
+	// answering a late duplicate takes. Whole attempts (report, output,
+	// PIDs) kept for minutes grew a busy node's heap by hundreds of MiB, and
+	// scanning them every tick cost CPU that grew with the rate.
+	retired      map[key]retired
+	retiredOrder []key
+	draining     bool
+	drainers     []*actor.PID
+	stopTick     scheduler.CancelFunc
 }
 
 func (w *worker) Receive(ctx actor.Context) {
@@ -205,6 +217,9 @@ func (w *worker) Receive(ctx actor.Context) {
 		a := w.seen[key{protocol.ID(msg.ExecutionId), msg.Attempt}]
 		if a != nil && a.report != nil && lastStatus(a.report) == msg.Status {
 			a.acked = true
+			if a.phase == done {
+				w.retire(a)
+			}
 		}
 		w.answerDrainers(ctx)
 	case tick:
@@ -228,6 +243,9 @@ func (w *worker) Receive(ctx actor.Context) {
 
 func (w *worker) onSlotRequest(ctx actor.Context, r *protocol.SlotRequest) {
 	k := key{protocol.ID(r.ExecutionId), r.Attempt}
+	if w.replay(ctx, k, r.OwnerAddress, "slot_request") {
+		return
+	}
 	if a := w.seen[k]; a != nil {
 		// A repeated request is answered with where the attempt is now.
 		w.cfg.Metrics.Duplicates.WithLabelValues("slot_request").Inc()
@@ -279,6 +297,9 @@ func (w *worker) freeSlot(ctx actor.Context, p *pool) {
 
 func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 	k := key{protocol.ID(m.ExecutionId), m.Attempt}
+	if w.replay(ctx, k, m.OwnerAddress, "assignment") {
+		return
+	}
 	a := w.seen[k]
 	switch {
 	case a == nil:
@@ -394,6 +415,15 @@ func (w *worker) send(ctx actor.Context, a *attempt) {
 
 func (w *worker) onTick(ctx actor.Context) {
 	now := time.Now()
+	n := 0
+	for _, k := range w.retiredOrder {
+		if now.Sub(w.retired[k].at) <= w.cfg.Remember {
+			break
+		}
+		delete(w.retired, k)
+		n++
+	}
+	w.retiredOrder = w.retiredOrder[n:]
 	for k, a := range w.seen {
 		switch {
 		case a.phase == granted && now.Sub(a.since) > w.cfg.GrantLease:
@@ -401,14 +431,32 @@ func (w *worker) onTick(ctx actor.Context) {
 			w.freeSlot(ctx, a.pool)
 		case a.report != nil && !a.acked && now.Sub(a.sentAt) >= w.cfg.Resend:
 			w.send(ctx, a)
-		case a.phase == done && a.acked && now.Sub(a.since) > w.cfg.Remember:
-			delete(w.seen, k)
 		case a.phase == done && !a.acked && now.Sub(a.since) > w.cfg.GiveUp:
 			w.cfg.Logger.Warn("giving up on a report its owner never acknowledged", "execution", k.id,
 				"attempt", k.attempt, "owner", a.ownerNode, "status", lastStatus(a.report))
 			delete(w.seen, k)
 		}
 	}
+}
+
+// retire forgets all of a finished, acknowledged attempt but its status.
+func (w *worker) retire(a *attempt) {
+	delete(w.seen, a.key)
+	w.retired[a.key] = retired{status: domain.Status(lastStatus(a.report)), at: time.Now()}
+	w.retiredOrder = append(w.retiredOrder, a.key)
+}
+
+// replay answers a late duplicate of a retired attempt with its final
+// status (the owner has it already, and ignores it); it reports whether k
+// was retired.
+func (w *worker) replay(ctx actor.Context, k key, ownerAddr, kind string) bool {
+	r, ok := w.retired[k]
+	if !ok {
+		return false
+	}
+	w.cfg.Metrics.Duplicates.WithLabelValues(kind).Inc()
+	ctx.Send(actor.NewPID(ownerAddr, protocol.ExecutionsActor), w.newReport(k.id[:], k.attempt, protocol.NewStep(r.status, r.at, "", nil)))
+	return true
 }
 
 func (w *worker) answerDrainers(ctx actor.Context) {

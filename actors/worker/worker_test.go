@@ -269,6 +269,41 @@ func TestDuplicateAssignRunsOnce(t *testing.T) {
 	}
 }
 
+// TestAcknowledgedAttemptIsRememberedByStatusUntilRemember: once its owner
+// acknowledged the final report, a late duplicate request or assignment
+// of the attempt gets that status back and runs nothing; after Remember
+// the worker has forgotten it (a request is granted like a new one).
+func TestAcknowledgedAttemptIsRememberedByStatusUntilRemember(t *testing.T) {
+	const remember = 300 * time.Millisecond
+	e := start(t, &actortest.Runtime{}, func(c *worker.Config) { c.Remember, c.Resend = remember, 20*time.Millisecond })
+	a := ids(1)[0]
+	e.request(a)
+	e.assign(a)
+	e.waitReport(a, domain.StatusSucceeded)
+	e.owner.Sync(t) // acknowledged
+	e.settle()
+
+	e.request(a)
+	e.assign(a)
+	e.settle()
+	e.owner.Sync(t)
+	if got, want := e.statuses(a), []string{"succeeded", "succeeded", "succeeded"}; !slices.Equal(got, want) {
+		t.Fatalf("reports end in %v, want the final status, then once for each duplicate", got)
+	}
+	if n := len(e.grants()); n != 1 {
+		t.Fatalf("%d grants, want only the first: a duplicate of a finished attempt takes no slot", n)
+	}
+	if n := e.rt.Runs(a.String()); n != 1 {
+		t.Fatalf("ran %d times, want once", n)
+	}
+	wantStats(t, e.settle(), worker.SlotStats{Used: 0, Free: 1})
+
+	time.Sleep(remember + 100*time.Millisecond)
+	e.settle()
+	e.request(a)
+	e.waitGrants(a, a)
+}
+
 func TestAssignWithoutGrantIsRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
