@@ -63,7 +63,13 @@ const (
 // it last loaded them, then builds the catalog from every record. dirs is
 // the catalog of the --packs directories, already validated.
 func openPackSet(node, dataDir string, store *storage.DB, dirs *packs.Catalog, opts packs.Options, log *slog.Logger) (*packSet, error) {
-	s := &packSet{node: node, store: store, root: filepath.Join(dataDir, "packs"), opts: opts, log: log,
+	// Absolute, since scripts are run by the path Locate builds from it and
+	// runtimes refuse relative ones (`make run` uses a relative data dir).
+	root, err := filepath.Abs(filepath.Join(dataDir, "packs"))
+	if err != nil {
+		return nil, fmt.Errorf("pack directory: %w", err)
+	}
+	s := &packSet{node: node, store: store, root: root, opts: opts, log: log,
 		records: map[string]*storage.PackRecord{}, dirs: map[string]string{}, rejected: map[string]time.Time{},
 		changed: func(*packs.Catalog, string) {}}
 	if err := os.MkdirAll(s.root, 0o755); err != nil {

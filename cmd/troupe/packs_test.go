@@ -61,7 +61,10 @@ func version(t *testing.T, s *packSet) string {
 // the --packs directory it had keeps the newer version installed through
 // the API since; a member restarted on an edited directory installs that.
 func TestRestartWithAnUnchangedPackDirDoesNotRollBack(t *testing.T) {
-	data := t.TempDir()
+	// A relative data dir, as `make run` uses: scripts must still be found
+	// by absolute paths.
+	t.Chdir(t.TempDir())
+	data := "data"
 	v1 := packDir(t, "1.0.0", "one")
 	s, db := openSet(t, "n1", data, v1)
 	if got := version(t, s); got != "1.0.0" {
@@ -93,7 +96,8 @@ func TestRestartWithAnUnchangedPackDirDoesNotRollBack(t *testing.T) {
 	a, _ := s.live.Catalog().Action("demo.say")
 	hash, rel := s.live.Locate(a)
 	path, err := s.Locate(context.Background(), hash, rel)
-	if err != nil || path != a.EntryPoint || !strings.HasPrefix(path, filepath.Join(data, "packs")) {
+	abs, _ := filepath.Abs(filepath.Join(data, "packs"))
+	if err != nil || path != a.EntryPoint || !strings.HasPrefix(path, abs) {
 		t.Fatalf("Locate = %q, %v; want the entry point %q in the node's own copy", path, err, a.EntryPoint)
 	}
 }
