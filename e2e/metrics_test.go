@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/internal/troupetest"
 )
 
 // scrape reads and parses the node's /metrics.
@@ -61,16 +62,9 @@ func mustScrape(t *testing.T, n *Node) map[string]*dto.MetricFamily {
 // observation count. A family or series that is not there counts 0.
 func total(mfs map[string]*dto.MetricFamily, name string, want ...string) float64 {
 	var sum float64
-next:
 	for _, m := range mfs[name].GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for i := 0; i+1 < len(want); i += 2 {
-			if have[want[i]] != want[i+1] {
-				continue next
-			}
+		if !troupetest.HasLabels(m, want...) {
+			continue
 		}
 		switch {
 		case m.Counter != nil:

@@ -66,18 +66,10 @@ func sample(t *testing.T, mfs map[string]*dto.MetricFamily, name string, want ..
 	if !ok {
 		t.Fatalf("metric %s not collected", name)
 	}
-next:
 	for _, m := range mf.GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
+		if troupetest.HasLabels(m, want...) {
+			return m
 		}
-		for i := 0; i+1 < len(want); i += 2 {
-			if have[want[i]] != want[i+1] {
-				continue next
-			}
-		}
-		return m
 	}
 	t.Fatalf("metric %s has no series with labels %v", name, want)
 	return nil
