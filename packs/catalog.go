@@ -46,9 +46,12 @@ func (c *Catalog) Sensor(ref string) (*domain.Sensor, bool)   { return c.sensors
 // Locate names an action's script by its pack's content hash and its path
 // in the pack, which are the same on every member, unlike EntryPoint.
 func (c *Catalog) Locate(a *domain.Action) (packHash, rel string) {
+	if a.EntryPoint == "" { // builtin actions and cmd: the hot path pays nothing
+		return "", ""
+	}
 	ref, _, _ := strings.Cut(a.Ref, ".")
 	p, ok := c.Pack(ref)
-	if !ok || p.Dir == "" || a.EntryPoint == "" {
+	if !ok || p.Dir == "" {
 		return "", ""
 	}
 	rel, err := filepath.Rel(p.Dir, a.EntryPoint)

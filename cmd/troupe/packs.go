@@ -476,11 +476,18 @@ func (s *packSet) Locate(ctx context.Context, hash, rel string) (string, error) 
 	if !filepath.IsLocal(filepath.FromSlash(rel)) || strings.ContainsAny(hash, `/\.`) {
 		return "", fmt.Errorf("invalid pack location %q in pack %q", rel, hash)
 	}
+	find := func() (string, bool) {
+		dir, err := packs.Root(filepath.Join(s.root, hash))
+		return filepath.Join(dir, filepath.FromSlash(rel)), err == nil
+	}
+	if path, ok := find(); ok {
+		return path, nil // every run but those racing a pack's arrival
+	}
 	ctx, cancel := context.WithTimeout(ctx, packArrival)
 	defer cancel()
 	for {
-		if dir, err := packs.Root(filepath.Join(s.root, hash)); err == nil {
-			return filepath.Join(dir, filepath.FromSlash(rel)), nil
+		if path, ok := find(); ok {
+			return path, nil
 		}
 		select {
 		case <-ctx.Done():
