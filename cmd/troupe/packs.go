@@ -140,15 +140,20 @@ func (s *packSet) adoptDir(p *domain.Pack) error {
 	return s.store.SetPackDirHash(p.Ref, p.Hash)
 }
 
-// newRecord is a record that supersedes the current one of p's ref, even
-// if the clock stepped back since that one was written.
+// newRecord is a record that supersedes the current one of p's ref.
 func (s *packSet) newRecord(p *domain.Pack, source string, archive []byte) *storage.PackRecord {
+	return &storage.PackRecord{Ref: p.Ref, Version: p.Version, Hash: p.Hash, InstalledAt: s.installTime(p.Ref),
+		InstalledOn: s.node, Source: source, Archive: archive}
+}
+
+// installTime is now, or just after the current record of ref if the
+// clock stepped back since that one was written: a new install must win.
+func (s *packSet) installTime(ref string) time.Time {
 	at := time.Now().UTC()
-	if cur := s.records[p.Ref]; cur != nil && !at.After(cur.InstalledAt) {
+	if cur := s.records[ref]; cur != nil && !at.After(cur.InstalledAt) {
 		at = cur.InstalledAt.Add(time.Nanosecond)
 	}
-	return &storage.PackRecord{Ref: p.Ref, Version: p.Version, Hash: p.Hash, InstalledAt: at, InstalledOn: s.node,
-		Source: source, Archive: archive}
+	return at
 }
 
 // unpack returns the directory of r's files, unpacking its archive first
@@ -289,11 +294,8 @@ func (s *packSet) Remove(ref string) error {
 	if err != nil {
 		return api.NewError(api.CodeConflict, "pack %s cannot be removed, the others would not load without it:\n%v", ref, err)
 	}
-	r := &storage.PackRecord{Ref: ref, Version: cur.Version, Hash: cur.Hash, InstalledAt: time.Now().UTC(),
+	r := &storage.PackRecord{Ref: ref, Version: cur.Version, Hash: cur.Hash, InstalledAt: s.installTime(ref),
 		InstalledOn: s.node, Source: sourceAPI, Deleted: true}
-	if !r.InstalledAt.After(cur.InstalledAt) {
-		r.InstalledAt = cur.InstalledAt.Add(time.Nanosecond)
-	}
 	if err := s.store.PutPack(r); err != nil {
 		return err
 	}
