@@ -1,11 +1,10 @@
 package sensor
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -124,9 +123,7 @@ func (d *definition) same(e *definition) bool {
 	if d.sensor == nil || e.sensor == nil {
 		return d.sensor == e.sensor
 	}
-	a, errA := json.Marshal(d.sensor)
-	b, errB := json.Marshal(e.sensor)
-	return errA == nil && errB == nil && bytes.Equal(a, b)
+	return reflect.DeepEqual(*d.sensor, *e.sensor)
 }
 
 // Set is the sensors of one sensor-role member: what each grain identity
