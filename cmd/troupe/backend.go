@@ -57,9 +57,8 @@ func (b *backend) Webhook(ctx context.Context, name string, headers map[string]s
 	if err := b.accepting(); err != nil {
 		return domain.ID{}, err
 	}
-	params := map[string]any{"url": name}
-	instance := domain.TriggerInstance(webhookTrigger, params)
-	if !(*b.n.webhooks.Load())[instance] {
+	instance, ok := (*b.n.webhooks.Load())[name]
+	if !ok {
 		return domain.ID{}, fmt.Errorf("webhook %q: %w (no enabled rule has trigger core.webhook with url %q)", name, domain.ErrNotFound, name)
 	}
 	// Only a node with the rule role stores the executions its webhooks

@@ -43,7 +43,9 @@ type node struct {
 	done     *completions
 	registry *prometheus.Registry // this node's own: never the global one
 	metrics  *metrics.Metrics
-	webhooks atomic.Pointer[map[string]bool] // trigger instances of enabled webhook rules
+	// webhooks maps the url of each enabled webhook rule to its trigger
+	// instance, so a request finds its instance without deriving it.
+	webhooks atomic.Pointer[map[string]string]
 	gossip   *cluster.Cluster
 	workers  workerView // placement's view of gossip
 	proto    *protocluster.Cluster
@@ -203,15 +205,15 @@ func (n *node) startActors() {
 // compile compiles the enabled rules of cat and notes its webhooks.
 func (n *node) compile(cat *packs.Catalog) []*rules.Compiled {
 	var compiled []*rules.Compiled
-	webhooks := map[string]bool{}
+	webhooks := map[string]string{}
 	for _, r := range enabledRules(cat) {
 		c, err := rules.Compile(r)
 		if err != nil {
 			panic(fmt.Sprintf("rule %s compiled at load but not now: %v", r.Ref, err))
 		}
 		compiled = append(compiled, c)
-		if r.Trigger.Type == webhookTrigger {
-			webhooks[domain.TriggerInstance(r.Trigger.Type, r.Trigger.Parameters)] = true
+		if url, ok := r.Trigger.Parameters["url"].(string); ok && r.Trigger.Type == webhookTrigger {
+			webhooks[url] = domain.TriggerInstance(r.Trigger.Type, r.Trigger.Parameters)
 		}
 	}
 	n.webhooks.Store(&webhooks)
