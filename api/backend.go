@@ -15,6 +15,11 @@ type Backend interface {
 	Execution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error)
 	// WaitExecution blocks until the execution is terminal or ctx ends, then returns its current record and history.
 	WaitExecution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error)
+	// Finished returns every execution this node owns that reaches a
+	// terminal status from now on, in commit order, until ctx ends. The
+	// channel is closed when ctx ends, or before when the reader fell so
+	// far behind that records were dropped.
+	Finished(ctx context.Context) <-chan *domain.Execution
 	Executions(ctx context.Context, q ListQuery) (Page[*domain.Execution], error)
 	Event(ctx context.Context, id domain.ID) (*domain.Event, error)
 	Events(ctx context.Context, q ListQuery) (Page[*domain.Event], error)

@@ -44,6 +44,7 @@ const (
 	CodeConflict          = "conflict"     // e.g. removing a pack others use, replacing core
 	CodeUnsupportedType   = "unsupported_media_type"
 	CodeOverloaded        = "overloaded" // the node holds as many unfinished executions as it admits; retry after Retry-After
+	CodeOverflow          = "overflow"   // a stream's reader fell too far behind; sent as a stream event, then the stream ends
 )
 
 // codeStatus is the one table deciding the HTTP status of each code.

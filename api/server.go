@@ -124,6 +124,7 @@ func (s *Server) routes() {
 	s.route("POST /api/v1/executions", s.run)
 	s.route("GET /api/v1/executions", list(s.b.Executions, executionItem, validID, "action", "status", "rule", "event"))
 	s.route("GET /api/v1/executions/{id}", s.execution)
+	s.route("GET /api/v1/stream", s.stream)
 	s.route("GET /api/v1/events", list(s.b.Events, same[*domain.Event], validID, "trigger"))
 	s.route("GET /api/v1/events/{id}", get("event", "id", domain.ParseID, s.b.Event))
 	s.route("GET /api/v1/enforcements", list(s.b.Enforcements, same[*domain.Enforcement], validID, "rule", "event"))
@@ -201,7 +202,8 @@ func (p *probe) Header() http.Header         { return p.header }
 func (p *probe) WriteHeader(code int)        { p.code = code }
 func (p *probe) Write(b []byte) (int, error) { return p.body.Write(b) }
 
-// endpoint answers a request with a status and a JSON body, or an error.
+// endpoint answers a request with a status and a JSON body, or an error; a
+// status of 0 means it wrote its answer itself (a stream).
 type endpoint func(w http.ResponseWriter, r *http.Request) (int, any, error)
 
 // ungated routes are answered whatever Config.NotServed says: probes are
@@ -227,7 +229,9 @@ func (s *Server) route(pattern string, e endpoint) {
 			s.fail(w, r, err)
 			return
 		}
-		s.write(w, r, code, body)
+		if code != 0 {
+			s.write(w, r, code, body)
+		}
 	})))
 }
 

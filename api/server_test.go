@@ -336,6 +336,15 @@ func TestSecretsMasked(t *testing.T) {
 		"actions": func() (any, error) { return n.c.Actions(ctx, api.ListQuery{}) },
 		"rule":    func() (any, error) { return n.c.Rule(ctx, "demo.on_hook") },
 		"pack":    func() (any, error) { return n.c.Pack(ctx, "demo") },
+		"stream": func() (any, error) {
+			events, _ := follow(t, ctx, n.c, "")
+			for _, st := range []domain.Status{domain.StatusScheduled, domain.StatusRunning, domain.StatusSucceeded} {
+				if err := n.b.Transition(e.ID, st, nil); err != nil {
+					return nil, err
+				}
+			}
+			return <-events, nil
+		},
 	}
 	for name, get := range outputs {
 		t.Run(name, func(t *testing.T) {

@@ -42,6 +42,7 @@ type Backend struct {
 	events       map[domain.ID]*domain.Event
 	enforcements map[domain.ID]*domain.Enforcement
 	changed      chan struct{} // closed and replaced on every transition
+	streams      api.Fanout
 }
 
 type execution struct {
@@ -91,7 +92,8 @@ func (b *Backend) AddEnforcement(en *domain.Enforcement) {
 }
 
 // Transition moves execution id to status as the pipeline would, checking
-// the state machine, and wakes its waiters; result is stored when non-nil.
+// the state machine, and wakes its waiters and, at a terminal status, its
+// streams; result is stored when non-nil.
 func (b *Backend) Transition(id domain.ID, to domain.Status, result *domain.Result) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -117,6 +119,9 @@ func (b *Backend) Transition(id domain.ID, to domain.Status, result *domain.Resu
 	b.executions[id] = execution{&e, append(x.h, domain.HistoryEntry{Status: to, At: now, Attempt: e.Attempt, Seq: e.Seq, Node: b.Node})}
 	close(b.changed)
 	b.changed = make(chan struct{})
+	if to.Terminal() {
+		b.streams.Publish(&e)
+	}
 	return nil
 }
 
@@ -238,6 +243,10 @@ func (b *Backend) WaitExecution(ctx context.Context, id domain.ID) (*domain.Exec
 			return x.e, x.h, nil
 		}
 	}
+}
+
+func (b *Backend) Finished(ctx context.Context) <-chan *domain.Execution {
+	return b.streams.Subscribe(ctx)
 }
 
 func (b *Backend) Executions(_ context.Context, q api.ListQuery) (api.Page[*domain.Execution], error) {

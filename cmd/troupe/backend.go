@@ -145,6 +145,11 @@ func (b *backend) WaitExecution(ctx context.Context, id domain.ID) (*domain.Exec
 	return ex, h, nil
 }
 
+// Finished streams the executions this node owns as they finish.
+func (b *backend) Finished(ctx context.Context) <-chan *domain.Execution {
+	return b.n.done.streams.Subscribe(ctx)
+}
+
 func deadlineOr(ctx context.Context, def time.Time) time.Time {
 	if d, ok := ctx.Deadline(); ok {
 		return d

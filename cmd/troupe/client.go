@@ -203,24 +203,58 @@ func (r resource[T]) command(o *cli) *cobra.Command {
 	return cmd
 }
 
+// watchCommand is `troupe execution watch`: the node's stream of finished
+// executions, one line (or one JSON object) each, as they finish.
+func watchCommand(o *cli) *cobra.Command {
+	var action string
+	cmd := &cobra.Command{
+		Use:   "watch",
+		Short: "Print executions as they finish on the node, until interrupted",
+		Long: `Print each execution that the node finishes from now on, as it finishes:
+one line each, or one JSON object per line with -o json. Each node streams
+the executions it owns (those of the events and runs it accepted); in a
+cluster, watch every member to see them all.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.client().Stream(cmd.Context(), action, nil, func(e *api.ExecutionView) error {
+				if o.output == "json" {
+					b, err := json.Marshal(e)
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Fprintf(o.stdout, "%s\n", b)
+					return err
+				}
+				_, err := fmt.Fprintf(o.stdout, "%s  %-10s  %-8s  %-30s  %s\n", timePtrText(e.FinishedAt), e.Status,
+					durationText(e), e.Action, e.ID)
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&action, "action", "", "only executions of this action")
+	return cmd
+}
+
 func resourceCommands(o *cli) []*cobra.Command {
+	executions := resource[*api.ExecutionView]{
+		name: "execution", key: "ID", filters: []string{"action", "status", "rule", "event"},
+		list: (*api.Client).Executions,
+		get: func(c *api.Client, ctx context.Context, id string) (*api.ExecutionView, error) {
+			return c.Execution(ctx, id, 0)
+		},
+		columns: []column[*api.ExecutionView]{
+			{"ID", func(e *api.ExecutionView) string { return e.ID.String() }},
+			{"ACTION", func(e *api.ExecutionView) string { return e.Action }},
+			{"STATUS", func(e *api.ExecutionView) string { return e.Status.String() }},
+			{"RULE", func(e *api.ExecutionView) string { return e.Rule }},
+			{"CREATED", func(e *api.ExecutionView) string { return timeText(e.CreatedAt) }},
+			{"DURATION", durationText},
+		},
+		show: func(w io.Writer, e *api.ExecutionView) error { return printExecution(w, e, true) },
+	}.command(o)
+	executions.AddCommand(watchCommand(o))
 	return []*cobra.Command{
-		resource[*api.ExecutionView]{
-			name: "execution", key: "ID", filters: []string{"action", "status", "rule", "event"},
-			list: (*api.Client).Executions,
-			get: func(c *api.Client, ctx context.Context, id string) (*api.ExecutionView, error) {
-				return c.Execution(ctx, id, 0)
-			},
-			columns: []column[*api.ExecutionView]{
-				{"ID", func(e *api.ExecutionView) string { return e.ID.String() }},
-				{"ACTION", func(e *api.ExecutionView) string { return e.Action }},
-				{"STATUS", func(e *api.ExecutionView) string { return e.Status.String() }},
-				{"RULE", func(e *api.ExecutionView) string { return e.Rule }},
-				{"CREATED", func(e *api.ExecutionView) string { return timeText(e.CreatedAt) }},
-				{"DURATION", durationText},
-			},
-			show: func(w io.Writer, e *api.ExecutionView) error { return printExecution(w, e, true) },
-		}.command(o),
+		executions,
 		resource[*domain.Event]{
 			name: "event", key: "ID", filters: []string{"trigger"},
 			list: (*api.Client).Events, get: (*api.Client).Event,

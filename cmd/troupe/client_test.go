@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -297,4 +299,80 @@ func TestListGet(t *testing.T) {
 			t.Errorf("exit %d, stderr %q", code, stderr)
 		}
 	})
+}
+
+// lockedBuffer is output a command writes while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestExecutionWatch(t *testing.T) {
+	b, addr := fakeNode(t)
+	for _, output := range []string{"table", "json"} {
+		t.Run(output, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			var out, errOut lockedBuffer
+			code := make(chan int, 1)
+			go func() {
+				code <- execute(ctx, []string{"--addr", addr, "-o", output, "execution", "watch", "--action", "demo.echo"}, &out, &errOut)
+			}()
+			finish := func(action string, params map[string]any) domain.ID {
+				e, err := b.Run(t.Context(), action, params)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, st := range []domain.Status{domain.StatusScheduled, domain.StatusRunning, domain.StatusFailed} {
+					if err := b.Transition(e.ID, st, nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return e.ID
+			}
+			// Executions finished before watch subscribed are not shown, so
+			// finish one until one is.
+			var id domain.ID
+			deadline := time.Now().Add(10 * time.Second)
+			for !strings.Contains(out.String(), id.String()) || id.IsZero() {
+				if time.Now().After(deadline) {
+					t.Fatalf("watch printed nothing in 10 s; stderr %q", errOut.String())
+				}
+				finish("core.noop", nil) // filtered out by --action
+				id = finish("demo.echo", map[string]any{"message": "hi"})
+				time.Sleep(20 * time.Millisecond)
+			}
+			cancel()
+			if c := <-code; c != exitOK {
+				t.Fatalf("exit code %d after interrupt, want 0; stderr %q", c, errOut.String())
+			}
+			got := out.String()
+			if strings.Contains(got, "core.noop") {
+				t.Errorf("--action demo.echo printed core.noop:\n%s", got)
+			}
+			line := got[:strings.IndexByte(got, '\n')+1]
+			switch output {
+			case "json":
+				var v api.ExecutionView
+				if err := json.Unmarshal([]byte(line), &v); err != nil || v.Action != "demo.echo" || v.Status != domain.StatusFailed {
+					t.Errorf("json line %q: %+v, %v", line, v, err)
+				}
+			default:
+				if !regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d  failed +\S+ +demo.echo +[0-9A-Z]{26}\n$`).MatchString(line) {
+					t.Errorf("line %q, want time, status, duration, action and ID", line)
+				}
+			}
+		})
+	}
 }

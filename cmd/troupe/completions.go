@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/troupehq/troupe/api"
 	"github.com/troupehq/troupe/domain"
 	"github.com/troupehq/troupe/metrics"
 	"github.com/troupehq/troupe/storage"
@@ -14,7 +15,7 @@ import (
 // in the same batch, and the execution actor that committed it hands the
 // terminal record here (Completed), so delivery needs no read of the store.
 // This dispatcher records the metrics, wakes whoever waits on that
-// execution, and deletes the entries. Entries a crash left behind are
+// execution and every stream subscriber, and deletes the entries. Entries a crash left behind are
 // delivered from the store when the dispatcher is created, before anything
 // of this process can finish: every completion is observed at least once,
 // and only a crash can make it twice.
@@ -26,6 +27,7 @@ type completions struct {
 	mu      sync.Mutex
 	queue   []*domain.Execution // committed terminal records, not yet delivered
 	waiters map[domain.ID][]chan *domain.Execution
+	streams api.Fanout // the subscribers of GET /api/v1/stream
 }
 
 func newCompletions(store *storage.DB, m *metrics.Metrics, log *slog.Logger) *completions {
@@ -69,9 +71,9 @@ func (c *completions) deliver() {
 	acks := make([]storage.Completion, len(batch))
 	for i, ex := range batch {
 		c.observe(ex)
-		c.announce(ex)
 		acks[i] = storage.Completion{Execution: ex.ID, Seq: ex.Seq}
 	}
+	c.announce(batch...)
 	if err := c.store.AckCompletions(acks...); err != nil {
 		c.log.Error("ack completions", "n", len(acks), "err", err)
 	}
@@ -120,15 +122,19 @@ func (c *completions) observe(ex *domain.Execution) {
 	}
 }
 
-// announce hands the terminal record to everyone waiting on it.
-func (c *completions) announce(ex *domain.Execution) {
+// announce hands terminal records to everyone waiting on them and to every
+// stream, blocking on neither: a waiter's channel has room for its one
+// record, and Fanout drops a stream that has no room.
+func (c *completions) announce(exs ...*domain.Execution) {
 	c.mu.Lock()
-	ws := c.waiters[ex.ID]
-	delete(c.waiters, ex.ID)
-	c.mu.Unlock()
-	for _, w := range ws {
-		w <- ex
+	for _, ex := range exs {
+		for _, w := range c.waiters[ex.ID] {
+			w <- ex
+		}
+		delete(c.waiters, ex.ID)
 	}
+	c.mu.Unlock()
+	c.streams.Publish(exs...)
 }
 
 // wait returns the execution once it is terminal, or as it is when ctx

@@ -1,0 +1,217 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/troupehq/troupe/domain"
+)
+
+// StreamBuffer is how many finished executions a stream subscriber may fall
+// behind before the node cuts it off: at 5,000 executions/s, 1.6 s of them.
+const StreamBuffer = 8192
+
+// streamKeepalive is how often an idle stream carries a comment line, so
+// that proxies keep it open and a client can tell a quiet node from a dead
+// connection.
+const streamKeepalive = 15 * time.Second
+
+// Fanout hands finished executions to the subscribers of a node's stream.
+// The zero value is ready to use.
+type Fanout struct {
+	mu   sync.Mutex
+	subs map[chan *domain.Execution]struct{}
+}
+
+// Subscribe returns a channel of every execution published from now on, in
+// order, until ctx ends. The channel is closed when ctx ends, or earlier
+// when its reader falls StreamBuffer records behind: the pipeline never
+// waits for a slow reader, and the reader learns that it missed some
+// rather than missing them silently.
+func (f *Fanout) Subscribe(ctx context.Context) <-chan *domain.Execution {
+	s := make(chan *domain.Execution, StreamBuffer)
+	f.mu.Lock()
+	if f.subs == nil {
+		f.subs = map[chan *domain.Execution]struct{}{}
+	}
+	f.subs[s] = struct{}{}
+	f.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.drop(s)
+	})
+	return s
+}
+
+// Publish sends exs to every subscriber; it never blocks.
+func (f *Fanout) Publish(exs ...*domain.Execution) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for s := range f.subs {
+		for _, ex := range exs {
+			select {
+			case s <- ex:
+				continue
+			default:
+			}
+			f.drop(s)
+			break
+		}
+	}
+}
+
+// drop closes s once; f.mu is held.
+func (f *Fanout) drop(s chan *domain.Execution) {
+	if _, ok := f.subs[s]; ok {
+		delete(f.subs, s)
+		close(s)
+	}
+}
+
+// stream serves GET /api/v1/stream as Server-Sent Events: one `execution`
+// event per execution this node owns that finishes while the stream is
+// open, its data the execution's JSON without history, its id the
+// execution's. `?action=REF` keeps one action's. A reader too slow for the
+// node gets an `error` event (code overflow) and the end of the stream: it
+// missed executions, which it can list.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	action := r.URL.Query().Get("action")
+	ctx := r.Context()
+	finished := s.b.Finished(ctx)
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx would otherwise hold events back
+	w.WriteHeader(http.StatusOK)
+	if rc.Flush() != nil {
+		return 0, nil, nil
+	}
+	keepalive := time.NewTicker(streamKeepalive)
+	defer keepalive.Stop()
+	var buf bytes.Buffer
+	for {
+		buf.Reset()
+		select {
+		case <-ctx.Done():
+			return 0, nil, nil
+		case <-keepalive.C:
+			buf.WriteString(": keepalive\n\n")
+		case ex, ok := <-finished:
+			if !ok {
+				if ctx.Err() == nil {
+					b, _ := json.Marshal(map[string]*Error{"error": newError(CodeOverflow,
+						"this stream fell %d executions behind and was closed; list executions to catch up", StreamBuffer)})
+					fmt.Fprintf(&buf, "event: error\ndata: %s\n\n", b)
+					_, _ = w.Write(buf.Bytes())
+					_ = rc.Flush()
+				}
+				return 0, nil, nil
+			}
+			if action != "" && ex.Action != action {
+				continue
+			}
+			b, err := json.Marshal(executionView(ex, nil))
+			if err != nil {
+				s.log.Error("encode stream event", "execution", ex.ID, "error", err)
+				continue
+			}
+			fmt.Fprintf(&buf, "id: %s\nevent: execution\ndata: %s\n\n", ex.ID, b)
+		}
+		if _, err := w.Write(buf.Bytes()); err != nil {
+			return 0, nil, nil
+		}
+		// One flush per burst: under load, events that are already queued go
+		// out in the same write.
+		if len(finished) == 0 && rc.Flush() != nil {
+			return 0, nil, nil
+		}
+	}
+}
+
+// ErrStreamOverflow is what Stream returns when the node cut the stream off
+// because the client fell behind.
+var ErrStreamOverflow = errors.New("the node closed the stream: this client fell behind and missed executions")
+
+// Stream follows the node's stream of finished executions (GET
+// /api/v1/stream; action, when not empty, keeps one action's), calling fn
+// for each, until ctx ends (then it returns nil), fn fails, the connection
+// breaks, or the node cuts the stream off (ErrStreamOverflow). It calls
+// ready, when not nil, once the node has answered and before any event: the
+// node has subscribed by then, so every execution finishing later reaches fn.
+func (c *Client) Stream(ctx context.Context, action string, ready func(), fn func(*ExecutionView) error) error {
+	u := c.Addr + "/api/v1/stream"
+	if action != "" {
+		u += "?" + url.Values{"action": {action}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return responseError(resp)
+	}
+	if ready != nil {
+		ready()
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20) // an event is one line of JSON, results included
+	var event string
+	var data []byte
+	for sc.Scan() {
+		line := sc.Bytes()
+		switch {
+		case len(line) == 0: // the blank line ends an event
+			if err := c.streamEvent(event, data, fn); err != nil {
+				return err
+			}
+			event, data = "", data[:0]
+		case bytes.HasPrefix(line, []byte("event: ")):
+			event = string(line[len("event: "):])
+		case bytes.HasPrefix(line, []byte("data: ")):
+			data = append(data, line[len("data: "):]...)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read stream from %s: %w", c.Addr, err)
+	}
+	return fmt.Errorf("read stream from %s: the node closed it", c.Addr)
+}
+
+func (c *Client) streamEvent(event string, data []byte, fn func(*ExecutionView) error) error {
+	switch event {
+	case "execution":
+		var v ExecutionView
+		if err := json.Unmarshal(data, &v); err != nil {
+			return fmt.Errorf("decode stream event from %s: %w", c.Addr, err)
+		}
+		return fn(&v)
+	case "error":
+		var env struct {
+			Error *Error `json:"error"`
+		}
+		if json.Unmarshal(data, &env) == nil && env.Error != nil && env.Error.Code == CodeOverflow {
+			return ErrStreamOverflow
+		}
+		return fmt.Errorf("stream from %s: %s", c.Addr, data)
+	}
+	return nil // comments and unknown events: SSE says ignore them
+}
