@@ -32,6 +32,10 @@ type Result struct {
 	Mode        string   `json:"mode"` // "closed" or "open"
 	Rate        float64  `json:"rate,omitempty"`
 	Concurrency int      `json:"concurrency"`
+	// Waits is how the closed loop's clients learned that their executions
+	// finished: "stream" (each node's GET /api/v1/stream), or long polls
+	// and why.
+	Waits string `json:"waits,omitempty"`
 	Nodes       int      `json:"nodes"`
 	Rules       int      `json:"rules,omitempty"`
 	Duration    float64  `json:"duration_seconds"`
@@ -146,7 +150,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	case cfg.Rate > 0:
 		l.openLoop(loadCtx, cfg.Rate, cfg.Concurrency)
 	default:
-		l.closedLoop(loadCtx, cfg.Concurrency, cfg.Drain)
+		res.Waits = l.closedLoop(loadCtx, cfg.Concurrency, cfg.Drain)
 	}
 	cancel()
 	stopProgress()

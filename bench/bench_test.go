@@ -37,6 +37,9 @@ func TestRunWebhookNoop(t *testing.T) {
 	if res.Accepted == 0 || res.Tally.Expected != int(res.Accepted) || res.Errors != 0 {
 		t.Errorf("accepted %d, expected units %d, errors %d (%v)", res.Accepted, res.Tally.Expected, res.Errors, res.ErrorSamples)
 	}
+	if res.Waits != "stream" {
+		t.Errorf("the closed loop waited by %q, want the nodes' streams", res.Waits)
+	}
 	if res.ExecutionsPerSec <= 0 || res.Latency.N == 0 || res.Latency.P99 < res.Latency.P50 {
 		t.Errorf("executions/s %g, latency %+v", res.ExecutionsPerSec, res.Latency)
 	}

@@ -102,14 +102,17 @@ func (l *load) fail(err error) {
 }
 
 // closedLoop runs cfg.Concurrency clients until ctx ends; each waits for the
-// executions of its request (for at most drain past ctx's end) before the next.
-func (l *load) closedLoop(ctx context.Context, concurrency int, drain time.Duration) {
+// executions of its request (for at most drain past ctx's end) before the
+// next. It returns how the waits learned of finished executions: "stream",
+// or why they long-polled instead.
+func (l *load) closedLoop(ctx context.Context, concurrency int, drain time.Duration) string {
 	waitCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() {
 		time.AfterFunc(drain, cancel)
 	})
 	defer stop()
+	finishes := followStreams(waitCtx, l.clients)
 	var wg sync.WaitGroup
 	for range concurrency {
 		wg.Go(func() {
@@ -119,7 +122,7 @@ func (l *load) closedLoop(ctx context.Context, concurrency int, drain time.Durat
 					time.Sleep(10 * time.Millisecond) // do not spin on a failing node
 				}
 				for _, id := range execs {
-					if _, err := c.WaitStatus(waitCtx, id); err != nil {
+					if err := finishes.wait(waitCtx, c, id); err != nil {
 						if waitCtx.Err() == nil {
 							l.fail(fmt.Errorf("wait: %w", err))
 						}
@@ -131,6 +134,10 @@ func (l *load) closedLoop(ctx context.Context, concurrency int, drain time.Durat
 		})
 	}
 	wg.Wait()
+	if err := finishes.fallback(); err != nil {
+		return "long polls, because " + err.Error()
+	}
+	return "stream"
 }
 
 // openLoop sends rate requests per second until ctx ends, at most

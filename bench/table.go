@@ -25,6 +25,9 @@ func (r Result) WriteTable(w io.Writer) error {
 	if r.Rules > 0 {
 		p("rules", "%d", r.Rules)
 	}
+	if r.Waits != "" {
+		p("waits", "%s", r.Waits)
+	}
 	p("requests", "%d sent, %d accepted, %d errors", r.Sent, r.Accepted, r.Errors)
 	p("events/s accepted", "%.0f", r.EventsPerSec)
 	execs := fmt.Sprintf("%.0f", r.ExecutionsPerSec)
