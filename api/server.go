@@ -247,7 +247,9 @@ func (s *Server) instrument(route string, h http.Handler) http.Handler {
 		d := time.Since(start)
 		requests.WithLabelValues(strconv.Itoa(rec.code)).Inc()
 		duration.Observe(d.Seconds())
-		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "route", route, "code", rec.code, "duration", d)
+		if s.log.Enabled(r.Context(), slog.LevelDebug) { // spares boxing the attributes per request
+			s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "route", route, "code", rec.code, "duration", d)
+		}
 	})
 }
 

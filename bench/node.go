@@ -68,7 +68,8 @@ func startNode(ctx context.Context, cfg Config, dir, pack, name, join string) (*
 	defer log.Close()
 	args := []string{"agent", "--node-name", name, "--data-dir", n.dataDir,
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", port), "--gossip-addr", "127.0.0.1:0",
-		"--remote-addr", "127.0.0.1:0", "--packs", pack, "--log-format", "text", "--log-level", "warn"}
+		// The default log level: the figures are those of a node as shipped.
+		"--remote-addr", "127.0.0.1:0", "--packs", pack, "--log-format", "text"}
 	if join != "" {
 		args = append(args, "--join", join)
 	}

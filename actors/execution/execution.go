@@ -1,6 +1,7 @@
 package execution
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -435,7 +436,16 @@ func (c *child) apply(ctx actor.Context, ts ...storage.Transition) bool {
 		c.log().Debug("transition ignored", "err", err)
 	}
 	if applied && c.ex.Status.Terminal() {
-		c.log().Info("execution finished", "status", c.ex.Status, "attempt", c.ex.Attempt, "error", c.ex.Error)
+		// A line per success would be thousands a second under load, and
+		// GET /api/v1/stream follows them all; what did not succeed is worth
+		// an operator's log.
+		level := slog.LevelInfo
+		if c.ex.Status == domain.StatusSucceeded {
+			level = slog.LevelDebug
+		}
+		if c.cfg.Logger.Enabled(context.Background(), level) {
+			c.log().Log(context.Background(), level, "execution finished", "status", c.ex.Status, "attempt", c.ex.Attempt, "error", c.ex.Error)
+		}
 		c.cfg.OnTerminal(c.ex)
 	}
 	return true
