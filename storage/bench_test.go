@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -30,12 +31,26 @@ func openBenchDB(b *testing.B) *DB {
 }
 
 // runParallel runs body on n goroutines in total (RunParallel starts
-// parallelism × GOMAXPROCS of them) and reports throughput per second.
+// parallelism × GOMAXPROCS of them) and reports throughput per second and
+// the CPU time of the process per op: ns/op is mostly the wait for fsync,
+// so what the write path costs the node shows only in the CPU time.
 func runParallel(b *testing.B, n int, unit string, body func(pb *testing.PB)) {
 	b.SetParallelism(max(1, n/runtime.GOMAXPROCS(0)))
+	cpu := cpuTime(b)
 	b.ResetTimer()
 	b.RunParallel(body)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), unit+"/s")
+	b.ReportMetric(float64(cpuTime(b)-cpu)/float64(b.N), "cpu-ns/op")
+}
+
+// cpuTime is the user and system time the process used so far, Pebble's
+// flushes and compactions and the garbage collector included.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkAcceptEventParallel accepts events of one matching rule each (an
