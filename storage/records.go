@@ -24,7 +24,8 @@ var counted = [countedKinds]struct{ kind, prefix string }{
 // recordCounts are the records stored, by kind: counted once when the
 // store opens and then kept by the write path, so that a scrape reads them
 // without scanning. Nothing deletes these records yet; retention, when it
-// comes, must subtract what it deletes.
+// comes, must subtract what it deletes (and delete no event before its
+// enforcements: see acceptEvent).
 type recordCounts [countedKinds]atomic.Int64
 
 // load counts the keys under each prefix. It reads keys only (values are

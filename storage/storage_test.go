@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -120,6 +121,41 @@ func checkConsistent(t *testing.T, db *DB) {
 	if !slices.Equal(comps, wantComps) {
 		t.Errorf("completions: got %v, want %v", comps, wantComps)
 	}
+}
+
+// contents is every record of a store, as read from Pebble.
+type contents struct {
+	Events       []*domain.Event
+	Enforcements []*domain.Enforcement
+	Executions   []*domain.Execution
+	Histories    [][]domain.HistoryEntry
+	Counts       [countedKinds]int64
+}
+
+func contentsOf(t *testing.T, db *DB) contents {
+	t.Helper()
+	var s contents
+	var err error
+	if s.Events, _, err = db.Events(EventFilter{}, MaxPageSize, domain.ID{}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Enforcements, _, err = db.Enforcements(EnforcementFilter{}, MaxPageSize, domain.ID{}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Executions, _, err = db.Executions(ExecutionFilter{}, MaxPageSize, domain.ID{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ex := range s.Executions {
+		h, err := db.History(ex.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Histories = append(s.Histories, h)
+	}
+	for i := range s.Counts {
+		s.Counts[i] = db.records[i].Load()
+	}
+	return s
 }
 
 func ids(exs []*domain.Execution) []domain.ID {
@@ -248,6 +284,63 @@ func TestAcceptEvent(t *testing.T) {
 		}
 		if _, err := db.Event(ev.ID); !errors.Is(err, domain.ErrNotFound) {
 			t.Fatalf("event written despite the duplicate: %v", err)
+		}
+	})
+	// Whether a record's ID is derived from the event (and so checked through
+	// the event's lookup) or not (and so looked up itself), a batch with a
+	// record that exists is a duplicate and writes nothing.
+	t.Run("an existing record makes a duplicate", func(t *testing.T) {
+		random := domain.NewID(base)
+		for _, tc := range []struct {
+			name  string
+			store func(db *DB) error
+			batch func() (*domain.Event, []*domain.Enforcement, []*domain.Execution)
+		}{
+			// Only the event's lookup guards the enforcements here.
+			{"the same event, its enforcements failing this time", func(db *DB) error {
+				return db.AcceptEvent(fixture(base, "t", "r1", "r2"))
+			}, func() (*domain.Event, []*domain.Enforcement, []*domain.Execution) {
+				ev, enfs, _ := fixture(base, "t", "r1", "r2")
+				for _, en := range enfs {
+					en.Status, en.Error, en.Execution = domain.EnforcementFailed, "invalid parameters", domain.ID{}
+				}
+				return ev, enfs, nil
+			}},
+			{"an enforcement ID not derived from its event", func(db *DB) error {
+				ev, enfs, _ := fixture(base, "t", "r1")
+				enfs[0].ID, enfs[0].Execution = random, domain.ID{}
+				return db.AcceptEvent(ev, enfs, nil)
+			}, func() (*domain.Event, []*domain.Enforcement, []*domain.Execution) {
+				ev, enfs, exs := fixture(base.Add(time.Millisecond), "t", "r1")
+				enfs[0].ID, exs[0].Enforcement = random, random
+				return ev, enfs, exs
+			}},
+			{"an ad-hoc execution ID", func(db *DB) error {
+				return db.CreateExecution(&domain.Execution{ID: random, Action: "a", Runtime: "shell", Node: "n1"})
+			}, func() (*domain.Event, []*domain.Enforcement, []*domain.Execution) {
+				ev, enfs, exs := fixture(base.Add(time.Millisecond), "t", "r1")
+				enfs[0].Execution, exs[0].ID = random, random
+				return ev, enfs, exs
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				db := newTestDB(t)
+				if err := tc.store(db); err != nil {
+					t.Fatal(err)
+				}
+				before, unfinished := contentsOf(t, db), db.Unfinished()
+				ev, enfs, exs := tc.batch()
+				if err := db.AcceptEvent(ev, enfs, exs); !errors.Is(err, domain.ErrDuplicate) {
+					t.Fatalf("AcceptEvent: %v, want ErrDuplicate", err)
+				}
+				if after := contentsOf(t, db); !reflect.DeepEqual(after, before) {
+					t.Errorf("the duplicate changed the store:\nbefore %+v\nafter  %+v", before, after)
+				}
+				if n := db.Unfinished(); n != unfinished {
+					t.Errorf("%d unfinished executions after the duplicate, want %d", n, unfinished)
+				}
+				checkConsistent(t, db)
+			})
 		}
 	})
 	t.Run("racing the same event writes once", func(t *testing.T) {

@@ -30,16 +30,19 @@ type fresh struct {
 	what string
 	id   domain.ID
 	key  []byte
+	// implied is set when the record cannot exist unless another record of
+	// the batch does, which commit checks instead.
+	implied bool
 }
 
 // create adds a record that must not exist yet, and returns its encoding.
-func (c *creation) create(what string, id domain.ID, k []byte, v any) ([]byte, error) {
-	if id.IsZero() {
-		return nil, fmt.Errorf("%s has no id", what)
+func (c *creation) create(f fresh, v any) ([]byte, error) {
+	if f.id.IsZero() {
+		return nil, fmt.Errorf("%s has no id", f.what)
 	}
-	c.ids = append(c.ids, id)
-	c.fresh = append(c.fresh, fresh{what, id, k})
-	return set(c.b, k, v)
+	c.ids = append(c.ids, f.id)
+	c.fresh = append(c.fresh, f)
+	return set(c.b, f.key, v)
 }
 
 // execution adds a new execution in its initial state. The caller's record
@@ -54,7 +57,7 @@ func (c *creation) execution(ex *domain.Execution) error {
 	if rec.CreatedAt.IsZero() {
 		rec.CreatedAt = time.Now()
 	}
-	enc, err := c.create("execution", rec.ID, key(pfxExecution, rec.ID), &rec)
+	enc, err := c.create(fresh{what: "execution", id: rec.ID, key: key(pfxExecution, rec.ID)}, &rec)
 	if err != nil {
 		return err
 	}
@@ -78,6 +81,9 @@ func (c *creation) execution(ex *domain.Execution) error {
 func (db *DB) commit(c *creation) error {
 	defer db.lock(c.ids...)()
 	for _, f := range c.fresh {
+		if f.implied {
+			continue
+		}
 		found, err := exists(db.pdb, f.key)
 		if err != nil {
 			return fmt.Errorf("check whether %s %s exists: %w", f.what, f.id, err)
@@ -116,7 +122,7 @@ func (db *DB) AcceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*d
 func (db *DB) acceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*domain.Execution) error {
 	c := &creation{b: db.pdb.NewBatch()}
 	defer c.b.Close()
-	if _, err := c.create("event", ev.ID, key(pfxEvent, ev.ID), ev); err != nil {
+	if _, err := c.create(fresh{what: "event", id: ev.ID, key: key(pfxEvent, ev.ID)}, ev); err != nil {
 		return err
 	}
 	for _, en := range enfs {
@@ -126,7 +132,18 @@ func (db *DB) acceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*d
 		if en.Event != ev.ID {
 			return fmt.Errorf("enforcement %s belongs to event %s", en.ID, en.Event)
 		}
-		if _, err := c.create("enforcement", en.ID, key(pfxEnforcement, en.ID), en); err != nil {
+		// Enforcements are stored only here, with their event, and one whose
+		// ID is derived from this event (a rule's always is) cannot have
+		// been stored with another, unless a caller derived an ID from one
+		// event for an enforcement of another. So it exists only if the
+		// event does, and the event's lookup stands for its own, sparing a
+		// Get per enforcement. That holds while nothing deletes an event
+		// before its enforcements. Executions keep their lookup:
+		// CreateExecution stores any ID it is given, derived ones included,
+		// without their event.
+		f := fresh{what: "enforcement", id: en.ID, key: key(pfxEnforcement, en.ID),
+			implied: en.ID == domain.EnforcementID(ev.ID, en.Rule)}
+		if _, err := c.create(f, en); err != nil {
 			return err
 		}
 	}
