@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"encoding/json"
 	"reflect"
 	"testing"
 	"time"
@@ -111,5 +112,164 @@ func TestLiveKeepsBoundedFinished(t *testing.T) {
 		if h, err := db.History(id); err != nil || len(h) != 4 {
 			t.Errorf("history of %s: %d entries (%v), want 4", id, len(h), err)
 		}
+	}
+}
+
+// A cache hit must return exactly what a read from Pebble would, whatever
+// the shape of the record, the status it reached, and whatever its writer
+// does with its own values afterwards. Every record here is read from
+// memory, then from the disk of a reopened store, and compared whole.
+func TestLiveMatchesTheDisk(t *testing.T) {
+	zone := time.FixedZone("UTC+1", 3600)
+	at := func(ns int) time.Time { return base.Add(time.Minute + time.Duration(ns)).In(zone) }
+	step := func(s domain.Status, attempt int, when time.Time) Transition {
+		return Transition{Attempt: attempt, To: s, At: when, Node: "w1"}
+	}
+	started := at(7)
+	for i, tc := range []struct {
+		name   string
+		params map[string]any
+		secret []string
+		// created and started are the caller's CreatedAt and StartedAt.
+		created time.Time
+		started *time.Time
+		// applies are the Apply calls made, each with its transitions.
+		applies [][]Transition
+	}{
+		{name: "requested, no parameters, unset times"},
+		{name: "delayed, empty parameters and secrets", params: map[string]any{}, secret: []string{},
+			created: time.Now(), started: &time.Time{},
+			applies: [][]Transition{{step(domain.StatusDelayed, 1, time.Time{})}}},
+		{name: "running, parameters JSON changes", params: map[string]any{
+			"int": 1, "number": json.Number("2.50"), "raw": json.RawMessage(` {"a" : 1}`), "strings": []string{"a"},
+			"nested":        map[string]any{"nil slice": []any(nil), "nil map": map[string]any(nil), "time": base},
+			"invalid utf-8": "a\xffb", "html": "<a&b>",
+		}, secret: []string{"int"}, created: at(1),
+			applies: [][]Transition{{step(domain.StatusScheduled, 1, at(2))}, {step(domain.StatusRunning, 1, time.Now())}}},
+		{name: "canceling, parameters as decoded", params: map[string]any{
+			"s": "x", "f": -1.5e300, "b": true, "nil": nil, "list": []any{"a", 1.0, false, nil, []any{}},
+			"map": map[string]any{"empty": map[string]any{}, "z": 0.0},
+		}, created: at(3), started: &started, applies: [][]Transition{
+			{step(domain.StatusScheduled, 1, at(4)), step(domain.StatusRunning, 1, at(5))},
+			{step(domain.StatusCanceling, 1, at(6))},
+		}},
+		{name: "succeeded, empty output", applies: [][]Transition{{
+			step(domain.StatusScheduled, 1, at(8)), step(domain.StatusRunning, 1, at(9)),
+			{Attempt: 1, To: domain.StatusSucceeded, At: at(10), Node: "w1",
+				Result: &domain.Result{Stdout: "ok\n", Output: json.RawMessage{}}},
+		}}},
+		{name: "failed, with error and output", applies: [][]Transition{
+			{step(domain.StatusScheduled, 1, at(11))},
+			{{Attempt: 1, To: domain.StatusFailed, At: at(12), Error: "exit 3",
+				Result: &domain.Result{ExitCode: 3, Stderr: "no", Output: json.RawMessage(`{"a":[1,2]}`)}}},
+		}},
+		{name: "timeout", applies: [][]Transition{{step(domain.StatusScheduled, 1, at(13)),
+			step(domain.StatusRunning, 1, at(14)), step(domain.StatusTimeout, 1, time.Time{})}}},
+		{name: "canceled", applies: [][]Transition{{step(domain.StatusCanceled, 1, at(15))}}},
+		{name: "abandoned", applies: [][]Transition{{step(domain.StatusScheduled, 1, at(16))},
+			{step(domain.StatusAbandoned, 1, at(17))}}},
+		{name: "retried", params: map[string]any{"n": 1.0}, applies: [][]Transition{
+			{step(domain.StatusScheduled, 1, at(18)), step(domain.StatusRunning, 1, at(19))},
+			{{Attempt: 1, To: domain.StatusRequested, At: at(20), NextAttempt: true, Error: "worker lost",
+				Result: &domain.Result{ExitCode: -1}}},
+			{step(domain.StatusScheduled, 2, at(21))},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			db := openDB(t, fs)
+			ev, enfs, exs := fixture(base.Add(time.Duration(i)*time.Millisecond), "core.webhook", "r1")
+			ex := exs[0]
+			ex.Parameters, ex.Secret, ex.CreatedAt, ex.StartedAt = tc.params, tc.secret, tc.created, tc.started
+			if err := db.AcceptEvent(ev, enfs, exs); err != nil {
+				t.Fatal(err)
+			}
+			adhoc := *ex
+			adhoc.ID = domain.NewID(base)
+			if err := db.CreateExecution(&adhoc); err != nil {
+				t.Fatal(err)
+			}
+			var results []*domain.Result
+			for _, ts := range tc.applies {
+				for _, id := range []domain.ID{ex.ID, adhoc.ID} {
+					if _, _, err := db.Apply(id, ts...); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, tr := range ts {
+					if tr.Result != nil {
+						results = append(results, tr.Result)
+					}
+				}
+			}
+			// What the writer gave is its own again once the write returned.
+			for k := range ex.Parameters {
+				ex.Parameters[k] = "changed"
+			}
+			for i := range ex.Secret {
+				ex.Secret[i] = "changed"
+			}
+			if ex.StartedAt != nil {
+				*ex.StartedAt = base
+			}
+			for _, r := range results {
+				r.ExitCode, r.Stdout = 99, "changed"
+				for i := range r.Output {
+					r.Output[i] = ' '
+				}
+			}
+			compare := func(db *DB, fs vfs.FS) *DB {
+				t.Helper()
+				memory := map[domain.ID]*domain.Execution{}
+				histories := map[domain.ID][]domain.HistoryEntry{}
+				for _, id := range []domain.ID{ex.ID, adhoc.ID} {
+					if db.live.get(id) == nil {
+						t.Fatalf("execution %s is not in memory", id)
+					}
+					var err error
+					if memory[id], err = db.Execution(id); err != nil {
+						t.Fatal(err)
+					}
+					if histories[id], err = db.History(id); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := db.Close(); err != nil {
+					t.Fatal(err)
+				}
+				db = openDB(t, fs)
+				for id, want := range memory {
+					if got, err := db.Execution(id); err != nil || !reflect.DeepEqual(got, want) {
+						t.Errorf("execution %s from memory:\n%#v\nfrom disk (%v):\n%#v", id, want, err, got)
+					}
+					if got, err := db.History(id); err != nil || !reflect.DeepEqual(got, histories[id]) {
+						t.Errorf("history of %s from memory:\n%#v\nfrom disk (%v):\n%#v", id, histories[id], err, got)
+					}
+				}
+				return db
+			}
+			db = compare(db, fs)
+			// A record read from disk and moved on is cached too, without
+			// its history (read from disk when asked for).
+			cur, err := db.Execution(ex.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !cur.Status.Terminal() {
+				next := step(domain.StatusCanceled, cur.Attempt, time.Now())
+				if cur.Status == domain.StatusRunning {
+					next.To = domain.StatusCanceling
+				}
+				for _, id := range []domain.ID{ex.ID, adhoc.ID} {
+					if _, _, err := db.Apply(id, next); err != nil {
+						t.Fatal(err)
+					}
+				}
+				db = compare(db, fs)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
