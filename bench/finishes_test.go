@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -115,5 +117,16 @@ func TestFinishesFallBackWhenAStreamBreaks(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("wait hung after its stream broke")
+	}
+}
+
+func TestErrorSamplesGroupMessagesDifferingInCounts(t *testing.T) {
+	l := &load{errSamples: map[string]int{}}
+	l.fail(errors.New("node n1 is overloaded: 575 executions unfinished"))
+	l.fail(errors.New("node n1 is overloaded: 512 executions unfinished"))
+	l.fail(errors.New("connection refused"))
+	want := map[string]int{"node nN is overloaded: N executions unfinished": 2, "connection refused": 1}
+	if !maps.Equal(l.errSamples, want) || l.errs.Load() != 3 {
+		t.Fatalf("samples %v (errors %d), want %v", l.errSamples, l.errs.Load(), want)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,14 +93,17 @@ func (l *load) one(ctx context.Context) (*api.Client, []string) {
 
 func (l *load) fail(err error) {
 	l.errs.Add(1)
+	// Counts in messages ("575 executions unfinished") would make each
+	// occurrence of one error a sample of its own.
+	msg := digits.ReplaceAllString(err.Error(), "N")
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.errSamples) < 20 {
-		l.errSamples[err.Error()]++
-	} else if _, ok := l.errSamples[err.Error()]; ok {
-		l.errSamples[err.Error()]++
+	if _, ok := l.errSamples[msg]; ok || len(l.errSamples) < 20 {
+		l.errSamples[msg]++
 	}
 }
+
+var digits = regexp.MustCompile(`[0-9]+`)
 
 // closedLoop runs cfg.Concurrency clients until ctx ends; each waits for the
 // executions of its request (for at most drain past ctx's end) before the
