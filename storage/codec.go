@@ -1,9 +1,12 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -259,4 +262,112 @@ func idBytes(id domain.ID) []byte {
 		return nil
 	}
 	return id[:]
+}
+
+// The write path caches the executions it stores (see live) as a read
+// would return them. Decoding what was just encoded gives that, at the
+// price of a second pass through the codec; the functions below give it
+// from the record instead, doing to each field what the round trip does:
+// times become Unix nanoseconds in UTC, read as unset when zero; empty
+// lists and bytes are read as nil; parameters go through JSON. Every other
+// field comes back exactly (protobuf refuses strings that are not UTF-8
+// rather than changing them). What they return shares nothing a caller
+// could still change. TestLiveMatchesTheDisk holds them to the codec.
+
+// asStored makes ex, a copy of a record that was just encoded, what
+// decoding that encoding gives.
+func asStored(ex *domain.Execution) error {
+	params, err := storedParams(ex.Parameters)
+	if err != nil {
+		return fmt.Errorf("parameters: %w", err)
+	}
+	ex.Parameters, ex.Secret, ex.Result = params, storedStrings(ex.Secret), storedResult(ex.Result)
+	ex.CreatedAt, ex.StartedAt, ex.FinishedAt = storedTime(ex.CreatedAt), storedTimePtr(ex.StartedAt), storedTimePtr(ex.FinishedAt)
+	return nil
+}
+
+func storedTime(t time.Time) time.Time { return timeOf(nanos(t)) }
+
+func storedTimePtr(t *time.Time) *time.Time { return timePtr(nanosOf(t)) }
+
+func storedResult(r *domain.Result) *domain.Result {
+	if r == nil {
+		return nil
+	}
+	s := *r
+	s.Output = nil
+	if len(r.Output) > 0 {
+		s.Output = bytes.Clone(r.Output)
+	}
+	return &s
+}
+
+func storedStrings(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Clone(s)
+}
+
+// storedParams copies parameters that are already what decoding JSON gives,
+// and takes the others (ints, []string, json.Number...) through JSON.
+func storedParams(params map[string]any) (map[string]any, error) {
+	if params == nil {
+		return nil, nil
+	}
+	if p, ok := decodedCopy(params, 0); ok {
+		return p.(map[string]any), nil
+	}
+	b, err := jsonObject(params)
+	if err != nil {
+		return nil, err
+	}
+	return objectOf(b)
+}
+
+// maxDecodedDepth bounds the walk of decodedCopy; deeper values take the
+// JSON round trip, which is exact by definition.
+const maxDecodedDepth = 32
+
+// decodedCopy copies v if it is made only of what encoding/json decodes into
+// an any (nil, bool, float64, UTF-8 strings, and non-nil []any and
+// map[string]any of those), which a JSON round trip keeps as it is. (A
+// float that is not finite fails the encoding, which comes first.)
+func decodedCopy(v any, depth int) (any, bool) {
+	if depth > maxDecodedDepth {
+		return nil, false
+	}
+	switch v := v.(type) {
+	case nil, bool, float64:
+		return v, true
+	case string:
+		return v, utf8.ValidString(v)
+	case []any:
+		if v == nil {
+			return nil, false
+		}
+		out := make([]any, len(v))
+		for i, e := range v {
+			c, ok := decodedCopy(e, depth+1)
+			if !ok {
+				return nil, false
+			}
+			out[i] = c
+		}
+		return out, true
+	case map[string]any:
+		if v == nil {
+			return nil, false
+		}
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			c, ok := decodedCopy(e, depth+1)
+			if !ok || !utf8.ValidString(k) {
+				return nil, false
+			}
+			out[k] = c
+		}
+		return out, true
+	}
+	return nil, false
 }

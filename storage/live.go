@@ -12,10 +12,11 @@ import (
 // transition is a read-modify-write of the record and the pipeline makes
 // several per execution, and a client waiting on an execution reads it and
 // its history just after it finished; serving them from memory spares a
-// Pebble Get (or an iterator) and decoding each time. Entries are decoded
-// from the bytes stored, so a hit returns exactly what a read from Pebble
-// would, and are written only under the execution's stripe lock after the
-// batch storing them committed, so they never run ahead of the disk. A
+// Pebble Get (or an iterator) and decoding each time. Entries are built
+// as decoding the bytes stored would build them (see asStored and step),
+// so a hit returns exactly what a read from Pebble would, and are written
+// only under the execution's stripe lock after the batch storing them
+// committed, so they never run ahead of the disk. A
 // finished record never changes again (terminal is absorbing), so keeping
 // it is safe; the bound keeps memory flat. What is not here (written by an
 // earlier process, or finished long ago) is read from Pebble. Anything else
@@ -55,15 +56,10 @@ func (e *liveEntry) record() *domain.Execution {
 	return &rec
 }
 
-// put caches a committed record, decoded from what was stored (enc), with
-// its whole history, or nil if that is not known.
-func (l *live) put(ex *domain.Execution, enc []byte, history []domain.HistoryEntry) {
-	stored, err := decode[domain.Execution](enc)
-	if err != nil { // it was just encoded; should it not decode, Pebble answers
-		l.m.Delete(ex.ID)
-		return
-	}
-	l.m.Store(ex.ID, &liveEntry{ex: stored, history: history})
+// put caches a committed record, as a read returns it and shared with no
+// writer, with its whole history, or nil if that is not known.
+func (l *live) put(ex *domain.Execution, history []domain.HistoryEntry) {
+	l.m.Store(ex.ID, &liveEntry{ex: ex, history: history})
 	if ex.Status.Terminal() {
 		l.keepFinished(ex.ID)
 	}

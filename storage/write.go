@@ -15,14 +15,13 @@ type creation struct {
 	b       *pebble.Batch
 	ids     []domain.ID // to lock
 	fresh   []fresh     // to check for absence
-	created []encoded   // executions, cached once committed
+	created []created   // executions, cached once committed
 }
 
-// encoded is a new execution with the bytes it is stored as, and its first
-// history entry as stored.
-type encoded struct {
+// created is a new execution and its first history entry, as a read
+// returns them.
+type created struct {
 	ex      *domain.Execution
-	enc     []byte
 	history domain.HistoryEntry
 }
 
@@ -35,10 +34,10 @@ type fresh struct {
 	implied bool
 }
 
-// create adds a record that must not exist yet, and returns its encoding.
-func (c *creation) create(f fresh, v any) ([]byte, error) {
+// create adds a record that must not exist yet.
+func (c *creation) create(f fresh, v any) error {
 	if f.id.IsZero() {
-		return nil, fmt.Errorf("%s has no id", f.what)
+		return fmt.Errorf("%s has no id", f.what)
 	}
 	c.ids = append(c.ids, f.id)
 	c.fresh = append(c.fresh, f)
@@ -57,20 +56,17 @@ func (c *creation) execution(ex *domain.Execution) error {
 	if rec.CreatedAt.IsZero() {
 		rec.CreatedAt = time.Now()
 	}
-	enc, err := c.create(fresh{what: "execution", id: rec.ID, key: key(pfxExecution, rec.ID)}, &rec)
-	if err != nil {
+	if err := c.create(fresh{what: "execution", id: rec.ID, key: key(pfxExecution, rec.ID)}, &rec); err != nil {
+		return err
+	}
+	if err := asStored(&rec); err != nil {
 		return err
 	}
 	h := domain.HistoryEntry{Status: rec.Status, At: rec.CreatedAt, Attempt: rec.Attempt, Seq: rec.Seq, Node: rec.Node}
-	henc, err := set(c.b, key(pfxHistory, rec.ID, rec.Seq), &h)
-	if err != nil {
+	if err := set(c.b, key(pfxHistory, rec.ID, rec.Seq), &h); err != nil {
 		return err
 	}
-	stored, err := decode[domain.HistoryEntry](henc)
-	if err != nil {
-		return err
-	}
-	c.created = append(c.created, encoded{&rec, enc, *stored})
+	c.created = append(c.created, created{&rec, h})
 	return c.b.Set(key(activePrefix(rec.Status), rec.ID), nil, nil)
 }
 
@@ -98,7 +94,7 @@ func (db *DB) commit(c *creation) error {
 	db.records.created(c.fresh)
 	db.unfinished.Add(int64(len(c.created)))
 	for _, e := range c.created {
-		db.live.put(e.ex, e.enc, []domain.HistoryEntry{e.history})
+		db.live.put(e.ex, []domain.HistoryEntry{e.history})
 	}
 	return nil
 }
@@ -122,7 +118,7 @@ func (db *DB) AcceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*d
 func (db *DB) acceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*domain.Execution) error {
 	c := &creation{b: db.pdb.NewBatch()}
 	defer c.b.Close()
-	if _, err := c.create(fresh{what: "event", id: ev.ID, key: key(pfxEvent, ev.ID)}, ev); err != nil {
+	if err := c.create(fresh{what: "event", id: ev.ID, key: key(pfxEvent, ev.ID)}, ev); err != nil {
 		return err
 	}
 	for _, en := range enfs {
@@ -143,7 +139,7 @@ func (db *DB) acceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*d
 		// without their event.
 		f := fresh{what: "enforcement", id: en.ID, key: key(pfxEnforcement, en.ID),
 			implied: en.ID == domain.EnforcementID(ev.ID, en.Rule)}
-		if _, err := c.create(f, en); err != nil {
+		if err := c.create(f, en); err != nil {
 			return err
 		}
 	}
@@ -217,9 +213,7 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 		h, err := step(&ex, t)
 		if err == nil && h != nil {
 			changed = true
-			var enc []byte
-			if enc, err = set(b, key(pfxHistory, id, h.Seq), h); err == nil && history != nil {
-				h, err = decode[domain.HistoryEntry](enc)
+			if err = set(b, key(pfxHistory, id, h.Seq), h); err == nil && history != nil {
 				history = append(history, *h)
 			}
 		}
@@ -230,15 +224,15 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 	if !changed {
 		return stored, false, nil
 	}
-	enc, err := db.writeExecution(b, stored.Status, &ex)
-	if err != nil {
+	if err := db.writeExecution(b, stored.Status, &ex); err != nil {
 		db.live.drop(id)
 		return stored, false, fmt.Errorf("apply transitions to execution %s: %w", id, err)
 	}
 	if ex.Status.Terminal() {
 		db.unfinished.Add(-1)
 	}
-	db.live.put(&ex, enc, history)
+	cached := ex
+	db.live.put(&cached, history)
 	return &ex, true, nil
 }
 
@@ -247,43 +241,43 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 func (db *DB) Unfinished() int64 { return db.unfinished.Load() }
 
 // writeExecution stores ex, moves its index entry from status from, and on
-// a terminal status adds the completion to the outbox, then commits. It
-// returns the record's encoding.
-func (db *DB) writeExecution(b *pebble.Batch, from domain.Status, ex *domain.Execution) ([]byte, error) {
-	enc, err := set(b, key(pfxExecution, ex.ID), ex)
-	if err != nil {
-		return nil, err
+// a terminal status adds the completion to the outbox, then commits.
+func (db *DB) writeExecution(b *pebble.Batch, from domain.Status, ex *domain.Execution) error {
+	if err := set(b, key(pfxExecution, ex.ID), ex); err != nil {
+		return err
 	}
 	// Deleted first: a batch applies in order, so when the status ends where
 	// it started (a retry back to requested) the entry survives.
 	if err := b.Delete(key(activePrefix(from), ex.ID), nil); err != nil {
-		return nil, err
+		return err
 	}
 	if ex.Status.Terminal() {
 		// Only one terminal transition can ever be applied (terminal is
 		// absorbing), so this is the one completion of the execution.
 		if err := b.Set(Completion{ex.ID, ex.Seq}.key(), nil, nil); err != nil {
-			return nil, err
+			return err
 		}
 	} else if err := b.Set(key(activePrefix(ex.Status), ex.ID), nil, nil); err != nil {
-		return nil, err
+		return err
 	}
-	return enc, b.Commit(pebble.Sync)
+	return b.Commit(pebble.Sync)
 }
 
-// set adds v to the batch and returns its encoding; the batch keeps a copy.
-func set(b *pebble.Batch, k []byte, v any) ([]byte, error) {
+// set adds v, encoded, to the batch, which keeps a copy.
+func set(b *pebble.Batch, k []byte, v any) error {
 	enc, err := encode(v)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return enc, b.Set(k, enc, nil)
+	return b.Set(k, enc, nil)
 }
 
 // step applies t to ex in memory and returns the history entry it makes, or
 // nil when t is stale or already applied. It replaces rather than mutates
 // what ex points to, so a shallow copy of the stored record can be stepped
-// without touching the original.
+// without touching the original. What it sets is as a read of the stored
+// record returns it (see asStored), and none of it is t's: stepping a
+// record as read leaves one that can be cached without decoding.
 func step(ex *domain.Execution, t Transition) (*domain.HistoryEntry, error) {
 	switch {
 	case t.Attempt < ex.Attempt:
@@ -302,6 +296,7 @@ func step(ex *domain.Execution, t Transition) (*domain.HistoryEntry, error) {
 	if at.IsZero() {
 		at = time.Now()
 	}
+	at = storedTime(at)
 	if t.NextAttempt {
 		ex.Attempt++
 		ex.Worker, ex.StartedAt, ex.Error, ex.Result = "", nil, "", nil
@@ -312,15 +307,15 @@ func step(ex *domain.Execution, t Transition) (*domain.HistoryEntry, error) {
 	case t.To == domain.StatusScheduled:
 		ex.Worker = t.Node
 	case t.To == domain.StatusRunning:
-		ex.StartedAt = &at
+		ex.StartedAt = storedTimePtr(&at)
 	case t.To.Terminal():
-		ex.FinishedAt = &at
+		ex.FinishedAt = storedTimePtr(&at)
 	}
 	if t.Error != "" {
 		ex.Error = t.Error
 	}
 	if t.Result != nil {
-		ex.Result = t.Result
+		ex.Result = storedResult(t.Result)
 	}
 	h := &domain.HistoryEntry{Status: ex.Status, At: at, Attempt: ex.Attempt, Seq: ex.Seq, Node: t.Node, Error: t.Error}
 	if h.Node == "" {
