@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"slices"
 	"sync"
 
 	"github.com/troupehq/troupe/domain"
@@ -36,13 +35,18 @@ type liveEntry struct {
 	ex *domain.Execution
 	// history is the committed transitions, creation first; nil when not
 	// known (the record was read from Pebble), and then read from there.
+	// Apply appends the next entries to it in place, under the stripe lock,
+	// and caches the longer slice once they committed: readers of this
+	// entry never look past its length, so they never see them, and a
+	// failed Apply's leftovers are overwritten by the next.
 	history []domain.HistoryEntry
 }
 
 // get returns the cached entry, or nil. Callers hand out copies of what
 // they take from it (record, history), so that no caller can change the
 // cache by assigning fields or appending; maps and pointers inside are
-// shared, and records are never modified in place.
+// shared, and records are never modified in place. Apply alone appends to
+// the history it takes, as history explains.
 func (l *live) get(id domain.ID) *liveEntry {
 	v, ok := l.m.Load(id)
 	if !ok {
@@ -83,10 +87,11 @@ func (l *live) keepFinished(id domain.ID) {
 func (l *live) drop(id domain.ID) { l.m.Delete(id) }
 
 // current is the committed record of execution id, with its history when
-// known, from memory when cached.
+// known, from memory when cached: then both are the cache's, and only
+// Apply, holding the stripe lock, may call it.
 func (db *DB) current(id domain.ID) (*domain.Execution, []domain.HistoryEntry, error) {
 	if e := db.live.get(id); e != nil {
-		return e.record(), slices.Clone(e.history), nil
+		return e.ex, e.history, nil
 	}
 	ex, err := get[domain.Execution](db.pdb, key(pfxExecution, id))
 	return ex, nil, err

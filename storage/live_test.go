@@ -2,7 +2,9 @@ package storage
 
 import (
 	"encoding/json"
+	"errors"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -271,5 +273,75 @@ func TestLiveMatchesTheDisk(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// Apply appends to the cached history in place; readers of the shorter
+// history it replaces must never see the entries appended, whether their
+// Apply commits or fails.
+func TestLiveHistoryGrowsUnderReaders(t *testing.T) {
+	fs := vfs.NewMem()
+	db := openDB(t, fs)
+	_, _, exs := fixture(base, "t", "r1")
+	id := exs[0].ID
+	if err := db.CreateExecution(exs[0]); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for range 4 {
+		wg.Go(func() {
+			seen := map[uint64]domain.HistoryEntry{}
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				hs, err := db.History(id)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for i, h := range hs {
+					if h.Seq != uint64(i+1) {
+						t.Errorf("history entry %d has seq %d", i, h.Seq)
+						return
+					}
+					if first, ok := seen[h.Seq]; ok && first != h {
+						t.Errorf("history entry %d changed from %+v to %+v", i, first, h)
+						return
+					}
+					seen[h.Seq] = h
+				}
+			}
+		})
+	}
+	for attempt := 1; attempt <= 200; attempt++ {
+		if _, _, err := db.Apply(id, to(domain.StatusScheduled, attempt)); err != nil {
+			t.Fatal(err)
+		}
+		// The first transition is appended before the second is refused.
+		if _, _, err := db.Apply(id, to(domain.StatusRunning, attempt), to(domain.StatusDelayed, attempt)); !errors.Is(err, domain.ErrTransition) {
+			t.Fatalf("running then delayed: %v, want a refused transition", err)
+		}
+		retry := Transition{Attempt: attempt, To: domain.StatusRequested, At: base.Add(time.Duration(attempt)), Node: "w2", NextAttempt: true}
+		if _, _, err := db.Apply(id, to(domain.StatusRunning, attempt), retry); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	wg.Wait()
+	memory, err := db.History(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openDB(t, fs)
+	defer db.Close()
+	if disk, err := db.History(id); err != nil || !reflect.DeepEqual(disk, memory) {
+		t.Errorf("history from memory:\n%+v\nfrom disk (%v):\n%+v", memory, err, disk)
 	}
 }

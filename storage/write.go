@@ -202,13 +202,18 @@ type Transition struct {
 // An unknown id yields an error wrapping domain.ErrNotFound.
 func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, error) {
 	defer db.lock(id)()
-	stored, history, err := db.current(id)
+	cur, history, err := db.current(id)
 	if err != nil {
 		return nil, false, fmt.Errorf("apply transitions to execution %s: %w", id, err)
 	}
+	// cur may be the cached record: the caller gets copies.
+	failed := func(err error) (*domain.Execution, bool, error) {
+		stored := *cur
+		return &stored, false, err
+	}
 	b := db.pdb.NewBatch()
 	defer b.Close()
-	ex, changed := *stored, false
+	ex, changed := *cur, false
 	for _, t := range ts {
 		h, err := step(&ex, t)
 		if err == nil && h != nil {
@@ -218,15 +223,15 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 			}
 		}
 		if err != nil {
-			return stored, false, fmt.Errorf("apply transition of execution %s to %s: %w", id, t.To, err)
+			return failed(fmt.Errorf("apply transition of execution %s to %s: %w", id, t.To, err))
 		}
 	}
 	if !changed {
-		return stored, false, nil
+		return &ex, false, nil
 	}
-	if err := db.writeExecution(b, stored.Status, &ex); err != nil {
+	if err := db.writeExecution(b, cur.Status, &ex); err != nil {
 		db.live.drop(id)
-		return stored, false, fmt.Errorf("apply transitions to execution %s: %w", id, err)
+		return failed(fmt.Errorf("apply transitions to execution %s: %w", id, err))
 	}
 	if ex.Status.Terminal() {
 		db.unfinished.Add(-1)
