@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -125,21 +125,29 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	panic("pebble: " + msg)
 }
 
+// stripeSet is a set of stripes, one bit each.
+type stripeSet [stripes / 64]uint64
+
 // lock takes the stripes of ids in ascending order, so callers locking
-// several IDs cannot deadlock each other, and returns the unlock.
-func (db *DB) lock(ids ...domain.ID) (unlock func()) {
-	idx := make([]int, len(ids))
-	for i, id := range ids {
-		idx[i] = stripe(id)
+// several IDs cannot deadlock each other, and returns them for unlock.
+// Every write locks, and a bitset, unlike the sorted slice and closure it
+// replaces, costs no allocation.
+func (db *DB) lock(ids ...domain.ID) stripeSet {
+	var set stripeSet
+	for _, id := range ids {
+		i := stripe(id)
+		set[i/64] |= 1 << (i % 64)
 	}
-	slices.Sort(idx)
-	idx = slices.Compact(idx)
-	for _, i := range idx {
-		db.locks[i].Lock()
-	}
-	return func() {
-		for _, i := range idx {
-			db.locks[i].Unlock()
+	set.each(func(i int) { db.locks[i].Lock() })
+	return set
+}
+
+func (db *DB) unlock(set stripeSet) { set.each(func(i int) { db.locks[i].Unlock() }) }
+
+func (s *stripeSet) each(f func(int)) {
+	for w, word := range s {
+		for ; word != 0; word &= word - 1 {
+			f(w*64 + bits.TrailingZeros64(word))
 		}
 	}
 }

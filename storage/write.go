@@ -75,7 +75,7 @@ func (c *creation) execution(ex *domain.Execution) error {
 // concurrent writer of the same ID either sees nothing or sees a durable
 // record: never one a crash could still take away.
 func (db *DB) commit(c *creation) error {
-	defer db.lock(c.ids...)()
+	defer db.unlock(db.lock(c.ids...))
 	for _, f := range c.fresh {
 		if f.implied {
 			continue
@@ -201,7 +201,7 @@ type Transition struct {
 // terminal status adds its completion to the outbox, exactly once.
 // An unknown id yields an error wrapping domain.ErrNotFound.
 func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, error) {
-	defer db.lock(id)()
+	defer db.unlock(db.lock(id))
 	cur, history, err := db.current(id)
 	if err != nil {
 		return nil, false, fmt.Errorf("apply transitions to execution %s: %w", id, err)
