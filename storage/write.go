@@ -25,6 +25,13 @@ type created struct {
 	history domain.HistoryEntry
 }
 
+// newCreation starts a creation of records records, executions of them
+// executions, sized so that adding them never grows a slice.
+func (db *DB) newCreation(records, executions int) *creation {
+	return &creation{b: db.pdb.NewBatch(), ids: make([]domain.ID, 0, records),
+		fresh: make([]fresh, 0, records), created: make([]created, 0, executions)}
+}
+
 type fresh struct {
 	what string
 	id   domain.ID
@@ -94,10 +101,15 @@ func (db *DB) commit(c *creation) error {
 	db.records.created(c.fresh)
 	db.unfinished.Add(int64(len(c.created)))
 	for _, e := range c.created {
-		db.live.put(e.ex, []domain.HistoryEntry{e.history})
+		db.live.put(e.ex, append(make([]domain.HistoryEntry, 0, historyCap), e.history))
 	}
 	return nil
 }
+
+// historyCap is the room a new execution's cached history gets: a run
+// without retries (requested, scheduled, running, finished) never grows
+// it as Apply appends.
+const historyCap = 4
 
 // AcceptEvent durably writes, in one batch, the event, its enforcements and
 // the executions they created. Executions are stored in their initial state
@@ -116,7 +128,7 @@ func (db *DB) AcceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*d
 }
 
 func (db *DB) acceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*domain.Execution) error {
-	c := &creation{b: db.pdb.NewBatch()}
+	c := db.newCreation(1+len(enfs)+len(exs), len(exs))
 	defer c.b.Close()
 	if err := c.create(fresh{what: "event", id: ev.ID, key: key(pfxEvent, ev.ID)}, ev); err != nil {
 		return err
@@ -155,7 +167,7 @@ func (db *DB) acceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*d
 // initial state, as AcceptEvent does; the error wraps domain.ErrDuplicate if
 // the ID exists.
 func (db *DB) CreateExecution(ex *domain.Execution) error {
-	c := &creation{b: db.pdb.NewBatch()}
+	c := db.newCreation(1, 1)
 	defer c.b.Close()
 	if err := c.execution(ex); err != nil {
 		return fmt.Errorf("create execution: %w", err)
