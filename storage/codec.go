@@ -8,6 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/troupehq/troupe/domain"
@@ -24,31 +25,61 @@ import (
 // first byte tells them apart.
 
 func encode(v any) ([]byte, error) {
-	var m proto.Message
-	var err error
-	switch r := v.(type) {
-	case *domain.Event:
-		m, err = eventPB(r)
-	case *domain.Enforcement:
-		m = enforcementPB(r)
-	case *domain.Execution:
-		m, err = executionPB(r)
-	case *domain.HistoryEntry:
-		m = historyPB(r)
-	default:
-		var b []byte
-		if b, err = json.Marshal(v); err == nil {
-			return b, nil
-		}
-	}
+	m, err := message(v)
 	var b []byte
-	if err == nil {
+	switch {
+	case err != nil:
+	case m == nil:
+		b, err = json.Marshal(v)
+	default:
 		b, err = proto.Marshal(m)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("encode %T: %w", v, err)
 	}
 	return b, nil
+}
+
+// set adds v, encoded, to the batch. A protobuf record is encoded straight
+// into the batch rather than into bytes of its own that the batch copies:
+// the write path sets several records per batch.
+func set(b *pebble.Batch, k []byte, v any) error {
+	m, err := message(v)
+	if err != nil || m == nil {
+		enc, err := encode(v)
+		if err != nil {
+			return err
+		}
+		return b.Set(k, enc, nil)
+	}
+	op := b.SetDeferred(len(k), proto.Size(m))
+	copy(op.Key, k)
+	// Size cached the sizes, so the encoding fills op.Value exactly; should
+	// it not, set fails, and the batch with it.
+	enc, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(op.Value[:0], m)
+	if err == nil && len(enc) != len(op.Value) {
+		err = fmt.Errorf("%d bytes, sized for %d", len(enc), len(op.Value))
+	}
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", v, err)
+	}
+	return op.Finish()
+}
+
+// message is the protobuf message v is stored as, or nil if v is stored as
+// JSON.
+func message(v any) (proto.Message, error) {
+	switch r := v.(type) {
+	case *domain.Event:
+		return eventPB(r)
+	case *domain.Enforcement:
+		return enforcementPB(r), nil
+	case *domain.Execution:
+		return executionPB(r)
+	case *domain.HistoryEntry:
+		return historyPB(r), nil
+	}
+	return nil, nil
 }
 
 // decode copies everything it keeps out of b, so b may be a Pebble buffer

@@ -556,6 +556,40 @@ func TestApplyRules(t *testing.T) {
 	}
 }
 
+// A record that fails to encode, after others of its batch were encoded
+// into it, fails the whole write: protobuf refuses strings that are not
+// UTF-8.
+func TestUnencodableWritesNothing(t *testing.T) {
+	db := newTestDB(t)
+	ev, enfs, exs := fixture(base, "t", "r1")
+	enfs[0].Error = "a\xffb"
+	if err := db.AcceptEvent(ev, enfs, exs); err == nil || !strings.Contains(err.Error(), "UTF-8") {
+		t.Fatalf("AcceptEvent with an enforcement error that is not UTF-8: %v", err)
+	}
+	if got := contentsOf(t, db); !reflect.DeepEqual(got, contents{}) {
+		t.Fatalf("the refused event left %+v", got)
+	}
+	id := exs[0].ID
+	if err := db.CreateExecution(exs[0]); err != nil {
+		t.Fatal(err)
+	}
+	before := contentsOf(t, db)
+	bad := Transition{Attempt: 1, To: domain.StatusRunning, Node: "w1", Error: "a\xffb"}
+	if _, _, err := db.Apply(id, to(domain.StatusScheduled, 1), bad); err == nil {
+		t.Fatal("Apply with an error that is not UTF-8 succeeded")
+	}
+	if after := contentsOf(t, db); !reflect.DeepEqual(after, before) {
+		t.Fatalf("the refused transitions changed the store:\nbefore %+v\nafter  %+v", before, after)
+	}
+	if ex, _ := db.Execution(id); ex.Status != domain.StatusRequested || ex.Seq != 1 {
+		t.Fatalf("the refused transitions left the execution %s seq %d in memory", ex.Status, ex.Seq)
+	}
+	if _, _, err := db.Apply(id, to(domain.StatusScheduled, 1), to(domain.StatusRunning, 1)); err != nil {
+		t.Fatal(err)
+	}
+	checkConsistent(t, db)
+}
+
 func TestRetryClearsThePreviousAttempt(t *testing.T) {
 	db := newTestDB(t)
 	_, _, exs := fixture(base, "t", "r1")

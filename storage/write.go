@@ -280,15 +280,6 @@ func (db *DB) writeExecution(b *pebble.Batch, from domain.Status, ex *domain.Exe
 	return b.Commit(pebble.Sync)
 }
 
-// set adds v, encoded, to the batch, which keeps a copy.
-func set(b *pebble.Batch, k []byte, v any) error {
-	enc, err := encode(v)
-	if err != nil {
-		return err
-	}
-	return b.Set(k, enc, nil)
-}
-
 // step applies t to ex in memory and returns the history entry it makes, or
 // nil when t is stale or already applied. It replaces rather than mutates
 // what ex points to, so a shallow copy of the stored record can be stepped
