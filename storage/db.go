@@ -55,6 +55,18 @@ func Open(cfg Config) (*DB, error) {
 		// tail from corruption on recovery).
 		FormatMajorVersion: pebble.FormatNewest,
 		CacheSize:          cfg.CacheSize,
+		// Every kind of record has time-ordered keys under its own prefix,
+		// so each flushed table spans from new keys of one prefix to new
+		// keys of the next, and overlaps every older table in between. With
+		// Pebble's defaults the bottom level is also the base level until
+		// it holds 64 MiB, and each compaction out of L0 rewrote nearly the
+		// whole store: 16% of a busy node's CPU, growing with the store. A
+		// small base level bounds what such a compaction rewrites, and a
+		// larger memtable makes a third as many flushes; on 60 s of
+		// webhook-noop that took compaction from 34 s to 15 s and the node
+		// from 259 to 212 µs of CPU per execution, for 12 MiB more peak RSS.
+		LBaseMaxBytes: 8 << 20,
+		MemTableSize:  16 << 20,
 	}
 	// Every creation first looks up keys that are almost never there; without
 	// filters each such Get reads a block of every overlapping table.
