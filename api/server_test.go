@@ -6,12 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/troupehq/troupe/internal/troupetest"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,12 +28,12 @@ type node struct {
 	b   *apitest.Backend
 	c   *api.Client
 	reg *prometheus.Registry
-	log *syncBuffer
+	log *troupetest.Buffer
 }
 
 func start(t *testing.T, cfg api.Config) *node {
 	t.Helper()
-	n := &node{b: apitest.New(apitest.Catalog()...), reg: prometheus.NewRegistry(), log: &syncBuffer{}}
+	n := &node{b: apitest.New(apitest.Catalog()...), reg: prometheus.NewRegistry(), log: &troupetest.Buffer{}}
 	cfg.Logger = slog.New(slog.NewTextHandler(n.log, nil))
 	cfg.Metrics = promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{})
 	s, err := api.NewServer(cfg, n.b, n.reg)
@@ -44,24 +44,6 @@ func start(t *testing.T, cfg api.Config) *node {
 	t.Cleanup(hs.Close)
 	n.c = api.NewClient(hs.URL)
 	return n
-}
-
-// syncBuffer is a log sink the server's goroutines and the test share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }
 
 // call sends a raw request, for what the typed client cannot express.

@@ -1,10 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/troupehq/troupe/internal/troupetest"
 	"io"
 	"net/http"
 	"net/url"
@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,25 +25,7 @@ type promServer struct {
 	t    *testing.T
 	addr string // http://127.0.0.1:PORT
 	cmd  *exec.Cmd
-	log  lockedBuffer
-}
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	log  troupetest.Buffer
 }
 
 // startPrometheus starts the prometheus binary from PATH with config (the

@@ -79,7 +79,7 @@ func TestHealthyNamesTheDiskShortfall(t *testing.T) {
 func TestHealthFollowsFreeSpace(t *testing.T) {
 	fs := vfs.NewMem()
 	fs.TestingSetDiskUsage(vfs.DiskUsage{AvailBytes: 100 << 20, TotalBytes: 20 << 30})
-	var logs syncBuffer
+	var logs troupetest.Buffer
 	db, err := Open(Config{Dir: "db", FS: fs, MinFreeDisk: 1 << 30, DiskCheckInterval: time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {

@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"github.com/troupehq/troupe/internal/troupetest"
 	"log/slog"
 	"math/rand/v2"
 	"reflect"
@@ -189,7 +190,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestPebbleLogsThroughSlog(t *testing.T) {
-	var buf syncBuffer
+	var buf troupetest.Buffer
 	db, err := Open(Config{Dir: "db", FS: vfs.NewMem(), Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -200,23 +201,6 @@ func TestPebbleLogsThroughSlog(t *testing.T) {
 	if out := buf.String(); !strings.Contains(out, "component=storage source=pebble") {
 		t.Fatalf("no Pebble line reached the injected logger:\n%s", out)
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestAcceptEvent(t *testing.T) {

@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/troupehq/troupe/internal/troupetest"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -301,30 +301,12 @@ func TestListGet(t *testing.T) {
 	})
 }
 
-// lockedBuffer is output a command writes while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestExecutionWatch(t *testing.T) {
 	b, addr := fakeNode(t)
 	for _, output := range []string{"table", "json"} {
 		t.Run(output, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
-			var out, errOut lockedBuffer
+			var out, errOut troupetest.Buffer
 			code := make(chan int, 1)
 			go func() {
 				code <- execute(ctx, []string{"--addr", addr, "-o", output, "execution", "watch", "--action", "demo.echo"}, &out, &errOut)
