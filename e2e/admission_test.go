@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,4 +58,43 @@ func TestWebhookAdmissionBound(t *testing.T) {
 		t.Fatalf("webhook once the accepted executions finished: %v", err)
 	}
 	n.WaitExecution(executionOf(t, n, id).ID.String(), domain.StatusSucceeded, 15*time.Second)
+}
+
+// TestClusterForwardedWebhooksAreAdmitted: a member without the rule role
+// forwards its webhooks to the rule member, which admits them against its
+// own max_in_flight; the refusal reaches the webhook's sender as 503
+// overloaded with Retry-After, as if it had posted to the rule member.
+func TestClusterForwardedWebhooksAreAdmitted(t *testing.T) {
+	const bound = 2
+	pack := writePack(t, "slow", map[string]string{
+		"rules/slow.yaml": "name: slow\ntrigger:\n  type: core.webhook\n  parameters: {url: slow}\naction:\n  ref: core.sleep\n  parameters: {seconds: 3}\n",
+	})
+	c := StartCluster(t, 2, WithClusterArgs("--packs", pack),
+		WithNodeArgs("n1", "--max-in-flight", "2"),
+		WithNodeArgs("n2", "--roles", "worker,api"))
+	n1, n2 := c.Node("n1"), c.Node("n2")
+
+	var accepted []string
+	for range bound {
+		id, err := n2.Client.Webhook(t.Context(), "slow", map[string]any{})
+		if err != nil {
+			t.Fatalf("webhook %d of %d within n1's bound, posted to n2: %v", len(accepted)+1, bound, err)
+		}
+		accepted = append(accepted, id)
+	}
+	_, err := n2.Client.Webhook(t.Context(), "slow", map[string]any{})
+	var e *api.Error
+	if !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable || e.Code != api.CodeOverloaded ||
+		e.RetryAfter != time.Second || !strings.Contains(e.Message, "node n1 is overloaded") {
+		t.Fatalf("webhook posted to n2 with n1 at its bound: %v (%#v), want 503 %s naming n1, with Retry-After: 1", err, e, api.CodeOverloaded)
+	}
+	if got := total(mustScrape(t, n1), "troupe_admission_refused_total", "kind", "webhook"); got != 1 {
+		t.Errorf("n1's troupe_admission_refused_total{kind=webhook} = %v, want 1", got)
+	}
+	for _, id := range accepted {
+		n2.WaitExecution(executionOf(t, n2, id).ID.String(), domain.StatusSucceeded, 20*time.Second)
+	}
+	if _, err := n2.Client.Webhook(t.Context(), "slow", map[string]any{}); err != nil {
+		t.Fatalf("webhook posted to n2 once n1's executions finished: %v", err)
+	}
 }

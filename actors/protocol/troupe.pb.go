@@ -113,11 +113,15 @@ func (x *Event) GetCreatedUnixNano() int64 {
 }
 
 type EventAccepted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Duplicate     bool                   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`   // the event was already stored: nothing new was created
-	Executions    int32                  `protobuf:"varint,3,opt,name=executions,proto3" json:"executions,omitempty"` // executions created
-	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`            // set when the event was not stored
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         []byte                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Duplicate  bool                   `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`   // the event was already stored: nothing new was created
+	Executions int32                  `protobuf:"varint,3,opt,name=executions,proto3" json:"executions,omitempty"` // executions created
+	Error      string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`            // set when the event was not stored
+	// The rule member refused a webhook's event because it holds
+	// max_in_flight unfinished executions: nothing was stored, and the
+	// sender should retry later. error says so.
+	Overloaded    bool `protobuf:"varint,5,opt,name=overloaded,proto3" json:"overloaded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -178,6 +182,13 @@ func (x *EventAccepted) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *EventAccepted) GetOverloaded() bool {
+	if x != nil {
+		return x.Overloaded
+	}
+	return false
 }
 
 // StartExecution tells the execution actors of the owning node to drive a
@@ -1283,14 +1294,17 @@ const file_actors_protocol_troupe_proto_rawDesc = "" +
 	"\binstance\x18\x03 \x01(\tR\binstance\x12!\n" +
 	"\fpayload_json\x18\x04 \x01(\fR\vpayloadJson\x12\x16\n" +
 	"\x06source\x18\x05 \x01(\tR\x06source\x12*\n" +
-	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\"s\n" +
+	"\x11created_unix_nano\x18\x06 \x01(\x03R\x0fcreatedUnixNano\"\x93\x01\n" +
 	"\rEventAccepted\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x1e\n" +
 	"\n" +
 	"executions\x18\x03 \x01(\x05R\n" +
 	"executions\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"3\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x1e\n" +
+	"\n" +
+	"overloaded\x18\x05 \x01(\bR\n" +
+	"overloaded\"3\n" +
 	"\x0eStartExecution\x12!\n" +
 	"\fexecution_id\x18\x01 \x01(\fR\vexecutionId\"\xa8\x01\n" +
 	"\vSlotRequest\x12!\n" +

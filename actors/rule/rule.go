@@ -37,6 +37,13 @@ type Config struct {
 	// Concurrent commits share fsyncs, so throughput needs many; the bound
 	// keeps memory flat under overload (the sender waits instead). Default 256.
 	Commits int
+	// Admit, when set, is asked about each event another member forwards
+	// here (events accepted on this node were admitted where they were
+	// accepted); an error refuses the event, which is then not stored and
+	// is answered with EventAccepted.Overloaded and the error's text. It
+	// keeps a member without the rule role from piling webhooks on a rule
+	// member past its max_in_flight.
+	Admit   func(*domain.Event) error
 	Metrics *metrics.Metrics // default: registered nowhere
 	Logger  *slog.Logger
 }
@@ -146,6 +153,14 @@ func (e *evaluator) Receive(ctx actor.Context) {
 				ctx.Respond(&protocol.EventAccepted{Id: msg.Id, Error: fmt.Sprintf("malformed event: %v", err)})
 			}
 			return
+		}
+		if e.cfg.Admit != nil {
+			if err := e.cfg.Admit(ev); err != nil {
+				if ctx.Sender() != nil {
+					ctx.Respond(&protocol.EventAccepted{Id: msg.Id, Overloaded: true, Error: err.Error()})
+				}
+				return
+			}
 		}
 	default:
 		return

@@ -1,6 +1,7 @@
 package rule_test
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -116,15 +117,48 @@ type env struct {
 	executions *actortest.Probe // stands in for the execution manager
 }
 
-func start(t *testing.T) *env {
+// start spawns the rule actors; with set, it may change their Config first.
+func start(t *testing.T, set ...func(*rule.Config)) *env {
 	t.Helper()
 	cat, compiled := loadCatalog(t)
 	e := &env{t: t, sys: actortest.NewSystem(t)}
 	e.store = &recordingStore{DB: actortest.Store(t)}
 	e.executions = actortest.NewProbe(t, e.sys, protocol.ExecutionsActor, nil)
-	e.rules = actortest.Spawn(t, e.sys, rule.Props(rule.Config{Node: "n1", Store: e.store, Catalog: cat, Rules: compiled,
-		Logger: actortest.Logger(t)}), protocol.RulesActor)
+	cfg := rule.Config{Node: "n1", Store: e.store, Catalog: cat, Rules: compiled, Logger: actortest.Logger(t)}
+	for _, f := range set {
+		f(&cfg)
+	}
+	e.rules = actortest.Spawn(t, e.sys, rule.Props(cfg), protocol.RulesActor)
 	return e
+}
+
+// TestForwardedEventsAreAdmitted: an event from another member is asked
+// about and, refused, answered as overloaded without a trace in the store;
+// an event accepted on this node was admitted there and is not asked again.
+func TestForwardedEventsAreAdmitted(t *testing.T) {
+	var asked []domain.ID
+	e := start(t, func(c *rule.Config) {
+		c.Admit = func(ev *domain.Event) error {
+			asked = append(asked, ev.ID)
+			return errors.New("node n1 is overloaded")
+		}
+	})
+	deploy := map[string]any{"kind": "deploy", "host": "h1"}
+	remote := newEvent(t, "t.thing", deploy)
+	acc := e.send(remote)
+	if !acc.Overloaded || acc.Error != "node n1 is overloaded" || acc.Executions != 0 {
+		t.Fatalf("forwarded event refused by Admit answered %+v, want overloaded with its reason", acc)
+	}
+	if len(e.store.accepted()) != 0 || len(e.started()) != 0 {
+		t.Fatalf("a refused event reached the store (%d batches) or started executions (%v)", len(e.store.accepted()), e.started())
+	}
+	local := newDomainEvent("t.thing", deploy)
+	if acc := e.send(&rule.LocalEvent{Event: local}); acc.Overloaded || acc.Error != "" || acc.Executions == 0 {
+		t.Fatalf("local event answered %+v, want it stored with its executions", acc)
+	}
+	if len(asked) != 1 || asked[0] != protocol.ID(remote.Id) {
+		t.Errorf("Admit was asked about %v, want only the forwarded event %s", asked, protocol.ID(remote.Id))
+	}
 }
 
 func newDomainEvent(trigger string, payload map[string]any) *domain.Event {

@@ -42,15 +42,28 @@ const retryAfter = time.Second
 // bound by the number of them in flight, which the HTTP server bounds.
 // Timer ticks and sensor events are not admitted here: they are few, and a
 // tick refused would be a tick lost.
-func (b *backend) admit(kind string) error {
-	if n := b.n.store.Unfinished(); n >= int64(b.n.cfg.MaxFlight) {
-		b.n.metrics.AdmissionRefused.WithLabelValues(kind).Inc()
-		e := api.NewError(api.CodeOverloaded, "node %s is overloaded: %d executions unfinished, max_in_flight is %d; retry later",
-			b.n.cfg.NodeName, n, b.n.cfg.MaxFlight)
-		e.RetryAfter = retryAfter
-		return e
+func (n *node) admit(kind string) error {
+	if u := n.store.Unfinished(); u >= int64(n.cfg.MaxFlight) {
+		n.metrics.AdmissionRefused.WithLabelValues(kind).Inc()
+		return overloaded(fmt.Sprintf("node %s is overloaded: %d executions unfinished, max_in_flight is %d; retry later",
+			n.cfg.NodeName, u, n.cfg.MaxFlight))
 	}
 	return nil
+}
+
+// admitForwarded admits the webhook events that members without the rule
+// role forward here, as if they had been posted here.
+func (n *node) admitForwarded(ev *domain.Event) error {
+	if ev.Trigger != webhookTrigger {
+		return nil
+	}
+	return n.admit("webhook")
+}
+
+func overloaded(msg string) error {
+	e := api.NewError(api.CodeOverloaded, "%s", msg)
+	e.RetryAfter = retryAfter
+	return e
 }
 
 func (b *backend) Webhook(ctx context.Context, name string, headers map[string]string, body any) (domain.ID, error) {
@@ -62,10 +75,10 @@ func (b *backend) Webhook(ctx context.Context, name string, headers map[string]s
 		return domain.ID{}, fmt.Errorf("webhook %q: %w (no enabled rule has trigger core.webhook with url %q)", name, domain.ErrNotFound, name)
 	}
 	// Only a node with the rule role stores the executions its webhooks
-	// create; one without forwards the event to a rule member, whose count
-	// it does not know.
+	// create; one without forwards the event to a rule member, which
+	// admits it there (node.admitForwarded).
 	if b.n.cfg.hasRole(cluster.RoleRule) {
-		if err := b.admit("webhook"); err != nil {
+		if err := b.n.admit("webhook"); err != nil {
 			return domain.ID{}, err
 		}
 	}
@@ -93,7 +106,9 @@ func (b *backend) Webhook(ctx context.Context, name string, headers map[string]s
 	if err != nil {
 		return domain.ID{}, fmt.Errorf("accept event at %s: %w", rules.Address, err)
 	}
-	if acc := res.(*protocol.EventAccepted); acc.Error != "" {
+	if acc := res.(*protocol.EventAccepted); acc.Overloaded {
+		return domain.ID{}, overloaded(acc.Error)
+	} else if acc.Error != "" {
 		return domain.ID{}, errors.New(acc.Error)
 	}
 	return id, nil
@@ -103,7 +118,7 @@ func (b *backend) Run(ctx context.Context, ref string, params map[string]any) (*
 	if err := b.accepting(); err != nil {
 		return nil, err
 	}
-	if err := b.admit("run"); err != nil {
+	if err := b.n.admit("run"); err != nil {
 		return nil, err
 	}
 	action, ok := b.n.packs.live.Action(ref)

@@ -196,7 +196,7 @@ func (n *node) startActors() {
 	compiled := n.compile(n.packs.live.Catalog())
 	if n.cfg.hasRole(cluster.RoleRule) {
 		spawn(rule.Props(rule.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.packs.live, Rules: compiled,
-			Metrics: n.metrics, Logger: n.log.With("component", "rule")}), protocol.RulesActor)
+			Admit: n.admitForwarded, Metrics: n.metrics, Logger: n.log.With("component", "rule")}), protocol.RulesActor)
 	}
 	spawn(pack.Props(n.packs), protocol.PacksActor)
 	n.packs.changed = n.packsChanged
