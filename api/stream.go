@@ -142,13 +142,30 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) (int, any, error
 // because the client fell behind.
 var ErrStreamOverflow = errors.New("the node closed the stream: this client fell behind and missed executions")
 
+// StreamEvent is one finished execution from a node's stream: its ID, and
+// its JSON, decoded only by View, so that a reader that needs no more than
+// the ID pays for no more.
+type StreamEvent struct {
+	ID   string
+	Data []byte // valid only during the callback
+}
+
+// View decodes the execution.
+func (e StreamEvent) View() (*ExecutionView, error) {
+	var v ExecutionView
+	if err := json.Unmarshal(e.Data, &v); err != nil {
+		return nil, fmt.Errorf("decode stream event %s: %w", e.ID, err)
+	}
+	return &v, nil
+}
+
 // Stream follows the node's stream of finished executions (GET
 // /api/v1/stream; action, when not empty, keeps one action's), calling fn
 // for each, until ctx ends (then it returns nil), fn fails, the connection
 // breaks, or the node cuts the stream off (ErrStreamOverflow). It calls
 // ready, when not nil, once the node has answered and before any event: the
 // node has subscribed by then, so every execution finishing later reaches fn.
-func (c *Client) Stream(ctx context.Context, action string, ready func(), fn func(*ExecutionView) error) error {
+func (c *Client) Stream(ctx context.Context, action string, ready func(), fn func(StreamEvent) error) error {
 	u := c.Addr + "/api/v1/stream"
 	if action != "" {
 		u += "?" + url.Values{"action": {action}}.Encode()
@@ -171,18 +188,20 @@ func (c *Client) Stream(ctx context.Context, action string, ready func(), fn fun
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 16<<20) // an event is one line of JSON, results included
-	var event string
+	var event, id string
 	var data []byte
 	for sc.Scan() {
 		line := sc.Bytes()
 		switch {
 		case len(line) == 0: // the blank line ends an event
-			if err := c.streamEvent(event, data, fn); err != nil {
+			if err := c.streamEvent(event, StreamEvent{ID: id, Data: data}, fn); err != nil {
 				return err
 			}
-			event, data = "", data[:0]
+			event, id, data = "", "", data[:0]
 		case bytes.HasPrefix(line, []byte("event: ")):
 			event = string(line[len("event: "):])
+		case bytes.HasPrefix(line, []byte("id: ")):
+			id = string(line[len("id: "):])
 		case bytes.HasPrefix(line, []byte("data: ")):
 			data = append(data, line[len("data: "):]...)
 		}
@@ -196,22 +215,18 @@ func (c *Client) Stream(ctx context.Context, action string, ready func(), fn fun
 	return fmt.Errorf("read stream from %s: the node closed it", c.Addr)
 }
 
-func (c *Client) streamEvent(event string, data []byte, fn func(*ExecutionView) error) error {
+func (c *Client) streamEvent(event string, e StreamEvent, fn func(StreamEvent) error) error {
 	switch event {
 	case "execution":
-		var v ExecutionView
-		if err := json.Unmarshal(data, &v); err != nil {
-			return fmt.Errorf("decode stream event from %s: %w", c.Addr, err)
-		}
-		return fn(&v)
+		return fn(e)
 	case "error":
 		var env struct {
 			Error *Error `json:"error"`
 		}
-		if json.Unmarshal(data, &env) == nil && env.Error != nil && env.Error.Code == CodeOverflow {
+		if json.Unmarshal(e.Data, &env) == nil && env.Error != nil && env.Error.Code == CodeOverflow {
 			return ErrStreamOverflow
 		}
-		return fmt.Errorf("stream from %s: %s", c.Addr, data)
+		return fmt.Errorf("stream from %s: %s", c.Addr, e.Data)
 	}
 	return nil // comments and unknown events: SSE says ignore them
 }

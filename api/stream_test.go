@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,7 +20,14 @@ func follow(t *testing.T, ctx context.Context, c *api.Client, action string) (<-
 	t.Helper()
 	events, done, ready := make(chan *api.ExecutionView, 16), make(chan error, 1), make(chan struct{})
 	go func() {
-		done <- c.Stream(ctx, action, func() { close(ready) }, func(v *api.ExecutionView) error {
+		done <- c.Stream(ctx, action, func() { close(ready) }, func(e api.StreamEvent) error {
+			v, err := e.View()
+			if err != nil {
+				return err
+			}
+			if v.ID.String() != e.ID {
+				return fmt.Errorf("event id %s carries execution %s", e.ID, v.ID)
+			}
 			events <- v
 			return nil
 		})
@@ -175,7 +183,7 @@ func TestStreamOverflowReachesTheClient(t *testing.T) {
 	}
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
-	err = api.NewClient(hs.URL).Stream(t.Context(), "", nil, func(*api.ExecutionView) error { return nil })
+	err = api.NewClient(hs.URL).Stream(t.Context(), "", nil, func(api.StreamEvent) error { return nil })
 	if !errors.Is(err, api.ErrStreamOverflow) {
 		t.Fatalf("Stream = %v, want ErrStreamOverflow", err)
 	}

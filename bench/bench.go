@@ -35,11 +35,11 @@ type Result struct {
 	// Waits is how the closed loop's clients learned that their executions
 	// finished: "stream" (each node's GET /api/v1/stream), or long polls
 	// and why.
-	Waits string `json:"waits,omitempty"`
-	Nodes       int      `json:"nodes"`
-	Rules       int      `json:"rules,omitempty"`
-	Duration    float64  `json:"duration_seconds"`
-	Warmup      float64  `json:"warmup_seconds"`
+	Waits    string  `json:"waits,omitempty"`
+	Nodes    int     `json:"nodes"`
+	Rules    int     `json:"rules,omitempty"`
+	Duration float64 `json:"duration_seconds"`
+	Warmup   float64 `json:"warmup_seconds"`
 
 	// Sent and Accepted count requests over the whole load; Errors are
 	// failed requests and waits, with up to 20 distinct messages.

@@ -40,8 +40,8 @@ func followStreams(ctx context.Context, clients []*api.Client) *finishes {
 		var once sync.Once
 		answered := func() { once.Do(ready.Done) }
 		go func() {
-			err := c.Stream(ctx, "", answered, func(v *api.ExecutionView) error {
-				f.finished(v.ID.String())
+			err := c.Stream(ctx, "", answered, func(e api.StreamEvent) error {
+				f.finished(e.ID)
 				return nil
 			})
 			if err == nil && ctx.Err() == nil {

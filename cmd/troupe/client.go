@@ -216,16 +216,16 @@ the executions it owns (those of the events and runs it accepted); in a
 cluster, watch every member to see them all.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.client().Stream(cmd.Context(), action, nil, func(e *api.ExecutionView) error {
+			return o.client().Stream(cmd.Context(), action, nil, func(ev api.StreamEvent) error {
 				if o.output == "json" {
-					b, err := json.Marshal(e)
-					if err != nil {
-						return err
-					}
-					_, err = fmt.Fprintf(o.stdout, "%s\n", b)
+					_, err := fmt.Fprintf(o.stdout, "%s\n", ev.Data)
 					return err
 				}
-				_, err := fmt.Fprintf(o.stdout, "%s  %-10s  %-8s  %-30s  %s\n", timePtrText(e.FinishedAt), e.Status,
+				e, err := ev.View()
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(o.stdout, "%s  %-10s  %-8s  %-30s  %s\n", timePtrText(e.FinishedAt), e.Status,
 					durationText(e), e.Action, e.ID)
 				return err
 			})
