@@ -20,22 +20,19 @@ import (
 func apiNode(t *testing.T, streams bool) (*apitest.Backend, *api.Client, *httptest.Server) {
 	t.Helper()
 	b := apitest.New(apitest.Catalog()...)
-	s, err := api.NewServer(api.DefaultConfig(), b, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := http.Handler(s)
+	var wrap func(http.Handler) http.Handler
 	if !streams {
-		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if strings.HasSuffix(r.URL.Path, "/stream") {
-				http.NotFound(w, r)
-				return
-			}
-			s.ServeHTTP(w, r)
-		})
+		wrap = func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasSuffix(r.URL.Path, "/stream") {
+					http.NotFound(w, r)
+					return
+				}
+				h.ServeHTTP(w, r)
+			})
+		}
 	}
-	hs := httptest.NewServer(h)
-	t.Cleanup(hs.Close)
+	hs := apitest.Serve(t, b, wrap)
 	return b, api.NewClient(hs.URL), hs
 }
 

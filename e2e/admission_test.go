@@ -11,25 +11,36 @@ import (
 	"github.com/troupehq/troupe/domain"
 )
 
+// slowPack has webhook "slow" run a 3-second sleep.
+func slowPack(t *testing.T) string {
+	return writePack(t, "slow", map[string]string{
+		"rules/slow.yaml": "name: slow\ntrigger:\n  type: core.webhook\n  parameters: {url: slow}\naction:\n  ref: core.sleep\n  parameters: {seconds: 3}\n",
+	})
+}
+
+// postSlow posts n webhooks "slow" to node, each of which must be accepted,
+// and returns their event IDs.
+func postSlow(t *testing.T, node *Node, n int) []string {
+	t.Helper()
+	var accepted []string
+	for range n {
+		id, err := node.Client.Webhook(t.Context(), "slow", map[string]any{})
+		if err != nil {
+			t.Fatalf("webhook %d of %d within the bound, posted to %s: %v", len(accepted)+1, n, node.Name, err)
+		}
+		accepted = append(accepted, id)
+	}
+	return accepted
+}
+
 // TestWebhookAdmissionBound: a node holding max_in_flight unfinished
 // executions refuses further webhooks and runs with 503 overloaded and a
 // Retry-After, counts the refusals, finishes everything it accepted, and
 // accepts again once they are done.
 func TestWebhookAdmissionBound(t *testing.T) {
 	const bound = 4
-	pack := writePack(t, "slow", map[string]string{
-		"rules/slow.yaml": "name: slow\ntrigger:\n  type: core.webhook\n  parameters: {url: slow}\naction:\n  ref: core.sleep\n  parameters: {seconds: 3}\n",
-	})
-	n := StartNode(t, "n1", WithPacks(pack), WithArgs("--max-in-flight", "4"))
-
-	var accepted []string
-	for range bound {
-		id, err := n.Client.Webhook(t.Context(), "slow", map[string]any{})
-		if err != nil {
-			t.Fatalf("webhook %d of %d within the bound: %v", len(accepted)+1, bound, err)
-		}
-		accepted = append(accepted, id)
-	}
+	n := StartNode(t, "n1", WithPacks(slowPack(t)), WithArgs("--max-in-flight", "4"))
+	accepted := postSlow(t, n, bound)
 
 	overloaded := func(what string, err error) {
 		t.Helper()
@@ -66,22 +77,11 @@ func TestWebhookAdmissionBound(t *testing.T) {
 // overloaded with Retry-After, as if it had posted to the rule member.
 func TestClusterForwardedWebhooksAreAdmitted(t *testing.T) {
 	const bound = 2
-	pack := writePack(t, "slow", map[string]string{
-		"rules/slow.yaml": "name: slow\ntrigger:\n  type: core.webhook\n  parameters: {url: slow}\naction:\n  ref: core.sleep\n  parameters: {seconds: 3}\n",
-	})
-	c := StartCluster(t, 2, WithClusterArgs("--packs", pack),
+	c := StartCluster(t, 2, WithClusterArgs("--packs", slowPack(t)),
 		WithNodeArgs("n1", "--max-in-flight", "2"),
 		WithNodeArgs("n2", "--roles", "worker,api"))
 	n1, n2 := c.Node("n1"), c.Node("n2")
-
-	var accepted []string
-	for range bound {
-		id, err := n2.Client.Webhook(t.Context(), "slow", map[string]any{})
-		if err != nil {
-			t.Fatalf("webhook %d of %d within n1's bound, posted to n2: %v", len(accepted)+1, bound, err)
-		}
-		accepted = append(accepted, id)
-	}
+	accepted := postSlow(t, n2, bound)
 	_, err := n2.Client.Webhook(t.Context(), "slow", map[string]any{})
 	var e *api.Error
 	if !errors.As(err, &e) || e.Status != http.StatusServiceUnavailable || e.Code != api.CodeOverloaded ||

@@ -9,8 +9,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/troupehq/troupe/api"
@@ -382,4 +385,22 @@ func page[S, T any](b *Backend, m map[domain.ID]S, q api.ListQuery, keep func(S)
 		}
 	}
 	return p, nil
+}
+
+// Serve serves b's API with the default configuration on a test HTTP
+// server that is closed when the test ends; wrap, when not nil, wraps the
+// API's handler (to break a route, say).
+func Serve(t testing.TB, b *Backend, wrap func(http.Handler) http.Handler) *httptest.Server {
+	t.Helper()
+	s, err := api.NewServer(api.DefaultConfig(), b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Handler(s)
+	if wrap != nil {
+		h = wrap(s)
+	}
+	hs := httptest.NewServer(h)
+	t.Cleanup(hs.Close)
+	return hs
 }

@@ -23,13 +23,7 @@ import (
 func fakeNode(t *testing.T) (*apitest.Backend, string) {
 	t.Helper()
 	b := apitest.New(apitest.Catalog()...)
-	s, err := api.NewServer(api.DefaultConfig(), b, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(s)
-	t.Cleanup(hs.Close)
-	return b, hs.URL
+	return b, apitest.Serve(t, b, nil).URL
 }
 
 // troupe runs the CLI against addr and returns its exit code and output.
