@@ -22,8 +22,9 @@ type Client struct {
 	// HTTP sends the requests. It should have no overall Timeout, or one
 	// above the long polls it is used for; contexts bound each call.
 	HTTP *http.Client
-	// Local asks the node for its own records only (`?local=true`); nodes
-	// use it among themselves when they merge a cluster-wide answer.
+	// Local asks the node for its own records only (`?local=true` on
+	// reads; writes are never cluster-wide); nodes use it among themselves
+	// when they merge a cluster-wide answer.
 	Local bool
 }
 
@@ -239,7 +240,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 		body = bytes.NewReader(b)
 	}
 	u := c.Addr + path
-	if c.Local {
+	if c.Local && method == http.MethodGet {
 		if q == nil {
 			q = url.Values{}
 		}

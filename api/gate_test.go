@@ -1,10 +1,13 @@
 package api_test
 
 import (
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/api/apitest"
 )
 
 // TestNotServedRefusesAllButProbesAndMembers: a node without the api role
@@ -51,5 +54,47 @@ func TestNotServedRefusesAllButProbesAndMembers(t *testing.T) {
 	evs, _ := n.b.Events(t.Context(), api.ListQuery{Limit: 10})
 	if len(exs.Items) != 1 || len(evs.Items) != 1 {
 		t.Errorf("%d executions and %d events after refused runs and webhooks, want the seeded one of each", len(exs.Items), len(evs.Items))
+	}
+}
+
+// TestLocalClientMarksReadsOnly: ?local=true scopes what a node lists to
+// its own records; a write is never cluster-wide, so it goes without, and
+// the node is not made to parse a query per webhook.
+func TestLocalClientMarksReadsOnly(t *testing.T) {
+	b := apitest.New(apitest.Catalog()...)
+	var mu sync.Mutex
+	queries := map[string]string{}
+	hs := apitest.Serve(t, b, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			queries[r.Method+" "+r.URL.Path] = r.URL.RawQuery
+			mu.Unlock()
+			h.ServeHTTP(w, r)
+		})
+	})
+	c := api.NewClient(hs.URL)
+	c.Local = true
+	if _, err := c.Webhook(t.Context(), "hook", map[string]any{"msg": "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := c.Run(t.Context(), "demo.echo", map[string]any{"message": "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Execution(t.Context(), e.ID.String(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Executions(t.Context(), api.ListQuery{}); err != nil {
+		t.Fatal(err)
+	}
+	for req, want := range map[string]string{
+		"POST /api/v1/webhooks/hook":              "",
+		"POST /api/v1/executions":                 "",
+		"GET /api/v1/executions/" + e.ID.String(): "local=true",
+		"GET /api/v1/executions":                  "local=true",
+	} {
+		if got, ok := queries[req]; !ok || got != want {
+			t.Errorf("%s sent query %q (seen %v), want %q", req, got, ok, want)
+		}
 	}
 }
