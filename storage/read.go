@@ -30,7 +30,8 @@ func (db *DB) Enforcement(id domain.ID) (*domain.Enforcement, error) {
 }
 
 // Execution returns the current record of an execution; the error wraps
-// domain.ErrNotFound if there is none.
+// domain.ErrNotFound if there is none. As with Apply, its maps, result and
+// times may be shared with the store's cache and are read-only.
 func (db *DB) Execution(id domain.ID) (*domain.Execution, error) {
 	if e := db.live.get(id); e != nil {
 		return e.record(), nil

@@ -211,7 +211,9 @@ type Transition struct {
 // returned with it. Each applied transition bumps Seq and adds a history
 // entry; the index of non-terminal executions follows the status; reaching a
 // terminal status adds its completion to the outbox, exactly once.
-// An unknown id yields an error wrapping domain.ErrNotFound.
+// An unknown id yields an error wrapping domain.ErrNotFound. The record
+// returned is the caller's to assign fields of, but shares its maps,
+// result and times with the store's cache: they are read-only.
 func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, error) {
 	defer db.unlock(db.lock(id))
 	cur, history, err := db.current(id)
