@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/bits"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -35,6 +37,46 @@ type DB struct {
 	// store opens, then kept by the write path, so that admission can read
 	// it per request without a scan.
 	unfinished atomic.Int64
+}
+
+// syncPacer spaces the WAL's syncs out while they are busy. Under load,
+// commits arrive faster than fsyncs finish and each sync took whatever had
+// queued since the last; holding the next one until walMinSyncInterval
+// after the last lets each cover more commits. A commit still returns only
+// once its sync did. Pebble asks next after every sync. At light load the
+// same pause would only add to each commit (one execution's three commits
+// follow each other within a millisecond), so it applies only while more
+// than busySyncs syncs happened within about syncWindow.
+//
+// Measured on webhook-noop, 3 interleaved pairs, with the pause always on:
+// node CPU per execution 190 → 171 µs, throughput +12 %, p99 16 → 13.5 ms;
+// open loop at 5,000/s: p99 32 → 18 ms, fsyncs 2,500/s → 1,000/s. At 10
+// executions/s it took p50 from 0.96 to 2.06 ms, hence the pacing.
+type syncPacer struct {
+	mu    sync.Mutex
+	last  time.Time
+	score float64 // syncs within about syncWindow, decayed exponentially
+}
+
+const (
+	walMinSyncInterval = 300 * time.Microsecond
+	syncWindow         = 100 * time.Millisecond
+	busySyncs          = 20 // within syncWindow: 200 syncs a second
+)
+
+func (p *syncPacer) next() time.Duration { return p.after(time.Now()) }
+
+// after counts a sync that finished at now and returns how long the next
+// must wait.
+func (p *syncPacer) after(now time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.score = p.score*math.Exp(-float64(now.Sub(p.last))/float64(syncWindow)) + 1
+	p.last = now
+	if p.score > busySyncs {
+		return walMinSyncInterval
+	}
+	return 0
 }
 
 // Open opens (creating if needed) the store in cfg.Dir.
@@ -65,8 +107,9 @@ func Open(cfg Config) (*DB, error) {
 		// larger memtable makes a third as many flushes; on 60 s of
 		// webhook-noop that took compaction from 34 s to 15 s and the node
 		// from 259 to 212 µs of CPU per execution, for 12 MiB more peak RSS.
-		LBaseMaxBytes: 8 << 20,
-		MemTableSize:  16 << 20,
+		LBaseMaxBytes:      8 << 20,
+		MemTableSize:       16 << 20,
+		WALMinSyncInterval: new(syncPacer).next,
 	}
 	// Every creation first looks up keys that are almost never there; without
 	// filters each such Get reads a block of every overlapping table.
