@@ -304,6 +304,29 @@ func TestAcknowledgedAttemptIsRememberedByStatusUntilRemember(t *testing.T) {
 	e.waitGrants(a, a)
 }
 
+// TestRememberedAttemptsAreBoundedByCount: past RememberMax the oldest
+// acknowledged attempt is forgotten (its late request is granted like a new
+// one), while the newer ones are still answered with their status.
+func TestRememberedAttemptsAreBoundedByCount(t *testing.T) {
+	e := start(t, &actortest.Runtime{}, func(c *worker.Config) { c.RememberMax, c.Resend = 2, 20*time.Millisecond })
+	as := ids(3)
+	for _, a := range as {
+		e.request(a)
+		e.assign(a)
+		e.waitReport(a, domain.StatusSucceeded)
+		e.owner.Sync(t) // acknowledged
+		e.settle()
+	}
+	e.request(as[2])
+	e.settle()
+	e.owner.Sync(t)
+	if got, want := e.statuses(as[2]), []string{"succeeded", "succeeded"}; !slices.Equal(got, want) {
+		t.Fatalf("reports of the newest attempt end in %v, want its final status answered again", got)
+	}
+	e.request(as[0])
+	e.waitGrants(as[0], as[1], as[2], as[0])
+}
+
 func TestAssignWithoutGrantIsRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
