@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -40,17 +41,16 @@ func encode(v any) ([]byte, error) {
 	return b, nil
 }
 
-// set adds v, encoded, to the batch. A protobuf record is encoded straight
-// into the batch rather than into bytes of its own that the batch copies:
-// the write path sets several records per batch.
+// set adds v, one of the records stored as protobuf, to the batch. It is
+// encoded straight into the batch rather than into bytes of its own that
+// the batch copies: the write path sets several records per batch.
 func set(b *pebble.Batch, k []byte, v any) error {
 	m, err := message(v)
-	if err != nil || m == nil {
-		enc, err := encode(v)
-		if err != nil {
-			return err
-		}
-		return b.Set(k, enc, nil)
+	if err == nil && m == nil {
+		err = errors.New("not a record stored as protobuf")
+	}
+	if err != nil {
+		return fmt.Errorf("encode %T: %w", v, err)
 	}
 	op := b.SetDeferred(len(k), proto.Size(m))
 	copy(op.Key, k)

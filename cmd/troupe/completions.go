@@ -15,10 +15,10 @@ import (
 // in the same batch, and the execution actor that committed it hands the
 // terminal record here (Completed), so delivery needs no read of the store.
 // This dispatcher records the metrics, wakes whoever waits on that
-// execution and every stream subscriber, and deletes the entries. Entries a crash left behind are
-// delivered from the store when the dispatcher is created, before anything
-// of this process can finish: every completion is observed at least once,
-// and only a crash can make it twice.
+// execution and every stream subscriber, and deletes the entries. Entries
+// a crash left behind are delivered from the store when the dispatcher is
+// created, before anything of this process can finish: every completion is
+// observed at least once, and only a crash can make it twice.
 type completions struct {
 	store   *storage.DB
 	metrics *metrics.Metrics
