@@ -52,6 +52,8 @@ type health struct {
 	events *pebble.EventListener
 
 	free atomic.Int64 // bytes free at the last check; -1 when the filesystem cannot tell
+	// misuses counts single deletes that met a key set twice (apiMisuse).
+	misuses atomic.Int64
 
 	// mu guards the state below; Pebble's callbacks take it while holding
 	// Pebble's own locks, so nothing holds it across I/O.
@@ -75,9 +77,10 @@ func newHealth(cfg Config, log *slog.Logger) *health {
 		now: time.Now, poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	h.free.Store(-1)
 	h.events = &pebble.EventListener{
-		BackgroundError: h.backgroundError,
-		WriteStallBegin: h.writeStallBegin,
-		WriteStallEnd:   h.writeStallEnd,
+		BackgroundError:   h.backgroundError,
+		WriteStallBegin:   h.writeStallBegin,
+		WriteStallEnd:     h.writeStallEnd,
+		PossibleAPIMisuse: h.apiMisuse,
 	}
 	return h
 }
@@ -205,6 +208,19 @@ func (h *health) diskSlow(info vfs.DiskSlowInfo) {
 	h.slow, h.slowAt = info, h.now()
 	h.mu.Unlock()
 	h.wake()
+}
+
+// apiMisuse hears of a single delete that met a key set more than once: the
+// invariant storage's single deletes rely on broke, and an older version of
+// that index or outbox entry may come back. Pebble cannot undo it; it is
+// logged as the bug it is. A single delete meeting another is not one (an
+// outbox entry acked twice).
+func (h *health) apiMisuse(info pebble.PossibleAPIMisuseInfo) {
+	if info.Kind != pebble.NondeterministicSingleDelete {
+		return
+	}
+	h.misuses.Add(1)
+	h.log.Error("pebble: a single delete met a key set more than once", "key", string(info.UserKey))
 }
 
 func (h *health) wake() {

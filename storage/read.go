@@ -233,12 +233,14 @@ func (db *DB) Completions(limit int) ([]Completion, error) {
 
 // AckCompletions removes delivered completions from the outbox, in one
 // batch. It is not synced: losing it in a crash only delivers the
-// completions again, which consumers dedupe.
+// completions again, which consumers dedupe. Each entry is set once, so a
+// single delete removes it without leaving a tombstone; acking one twice
+// is harmless (Pebble drops the second).
 func (db *DB) AckCompletions(cs ...Completion) error {
 	b := db.pdb.NewBatch()
 	defer b.Close()
 	for _, c := range cs {
-		if err := b.Delete(c.key(), nil); err != nil {
+		if err := b.SingleDelete(c.key(), nil); err != nil {
 			return fmt.Errorf("ack completion of execution %s seq %d: %w", c.Execution, c.Seq, err)
 		}
 	}

@@ -1,9 +1,9 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"github.com/troupehq/troupe/internal/troupetest"
 	"log/slog"
 	"math/rand/v2"
 	"reflect"
@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/internal/troupetest"
 )
 
 // base is the time of the first fixture; fixtures step a millisecond each so
@@ -793,6 +796,96 @@ func TestCompletions(t *testing.T) {
 	got, err = db.Completions(0)
 	if err != nil || !slices.Equal(got, want[3:]) {
 		t.Fatalf("after acks: %v, %v; want %v", got, err, want[3:])
+	}
+}
+
+// TestSingleDeletesMeetOneSet drives index and outbox entries through every
+// way they are set and deleted (a run, a retry that leaves and re-enters
+// requested, a retry back to requested in one batch, a completion acked
+// twice), then flushes and compacts everything: Pebble must never see a
+// single delete meet a key set twice, and nothing deleted may come back.
+// It also checks that the tripwire works, with a key set twice on purpose.
+func TestSingleDeletesMeetOneSet(t *testing.T) {
+	db := newTestDB(t)
+	retry := Transition{Attempt: 1, To: domain.StatusRequested, NextAttempt: true, Error: "worker lost"}
+	paths := [][]Transition{
+		{to(domain.StatusScheduled, 1), to(domain.StatusRunning, 1), to(domain.StatusSucceeded, 1)},
+		{to(domain.StatusScheduled, 1), retry, to(domain.StatusScheduled, 2), to(domain.StatusFailed, 2)},
+		{to(domain.StatusScheduled, 1), retry},
+		{to(domain.StatusScheduled, 1)},
+	}
+	var ids []domain.ID
+	for i, path := range paths {
+		ev, enfs, exs := fixture(base.Add(time.Duration(i)*time.Millisecond), "t", "r")
+		if err := db.AcceptEvent(ev, enfs, exs); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, exs[0].ID)
+		if i == 2 { // scheduled and retried in one batch: requested → requested
+			if _, _, err := db.Apply(exs[0].ID, path...); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		for _, tr := range path {
+			if _, _, err := db.Apply(exs[0].ID, tr); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cs, err := db.Completions(0)
+	if err != nil || len(cs) != 2 {
+		t.Fatalf("completions %v, %v; want those of the two finished executions", cs, err)
+	}
+	for range 2 {
+		if err := db.AckCompletions(cs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	compactAll := func() {
+		t.Helper()
+		if err := db.pdb.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.pdb.Compact(context.Background(), []byte{0}, []byte{0xff}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	compactAll()
+	if n := db.health.misuses.Load(); n != 0 {
+		t.Fatalf("%d single deletes met a key set twice", n)
+	}
+	if cs, err := db.Completions(0); err != nil || len(cs) != 0 {
+		t.Fatalf("acked completions came back: %v, %v", cs, err)
+	}
+	active, err := db.Active()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []domain.ID
+	for _, ex := range active {
+		got = append(got, ex.ID)
+	}
+	if want := []domain.ID{ids[2], ids[3]}; !slices.Equal(got, want) {
+		t.Fatalf("index lists %v; want the requested and the scheduled one %v", got, want)
+	}
+	if n, err := countKeys(db.pdb, pfxActive); err != nil || n != 2 {
+		t.Fatalf("%d index keys, %v; want 2", n, err)
+	}
+
+	k := key(pfxActive, ids[0])
+	for _, op := range []func() error{
+		func() error { return db.pdb.Set(k, nil, pebble.Sync) },
+		func() error { return db.pdb.Set(k, nil, pebble.Sync) },
+		func() error { return db.pdb.SingleDelete(k, pebble.Sync) },
+	} {
+		if err := op(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	compactAll()
+	if n := db.health.misuses.Load(); n != 1 {
+		t.Fatalf("a key set twice and single deleted: %d misuses seen; want 1", n)
 	}
 }
 
