@@ -275,20 +275,27 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	return nil
 }
 
-// responseError reads the error a non-2xx answer carries; an answer that is
-// not the API's (a proxy's, say) becomes an Error quoting it.
+// responseError reads the error a non-2xx answer carries.
 func responseError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return DecodeError(resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, resp.Header.Get("Retry-After"), b)
+}
+
+// DecodeError is the error of a non-2xx answer to method path, given its
+// status, Retry-After header and body: the API's own *Error when the body
+// carries one, else (a proxy's answer, say) an *Error quoting the body.
+// It serves clients other than Client, such as bench's load generator.
+func DecodeError(method, path string, status int, retryAfter string, body []byte) error {
 	var env struct {
 		Error *Error `json:"error"`
 	}
-	if json.Unmarshal(b, &env) == nil && env.Error != nil && env.Error.Code != "" {
-		env.Error.Status = resp.StatusCode
-		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+	if json.Unmarshal(body, &env) == nil && env.Error != nil && env.Error.Code != "" {
+		env.Error.Status = status
+		if secs, err := strconv.Atoi(retryAfter); err == nil {
 			env.Error.RetryAfter = time.Duration(secs) * time.Second
 		}
 		return env.Error
 	}
-	return &Error{Status: resp.StatusCode, Message: fmt.Sprintf("%s %s: %s: %s",
-		resp.Request.Method, resp.Request.URL.Path, resp.Status, strings.TrimSpace(string(b)))}
+	return &Error{Status: status, Message: fmt.Sprintf("%s %s: %d %s: %s",
+		method, path, status, http.StatusText(status), strings.TrimSpace(string(body)))}
 }

@@ -125,13 +125,16 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	res.Nodes = len(addrs)
 	hc := newHTTPClient(cfg.Concurrency)
-	clients := make([]*api.Client, len(addrs))
+	clients, posters := make([]*api.Client, len(addrs)), make([]*poster, len(addrs))
 	for i, a := range addrs {
 		clients[i] = api.NewClient(a)
 		clients[i].HTTP = hc
 		// Ownership follows acceptance: each node holds the records of
 		// what was sent to it, so each is asked for its own.
 		clients[i].Local = cfg.Workload != Timers
+		if posters[i], err = newPoster(clients[i].Addr, cfg.Concurrency); err != nil {
+			return res, fmt.Errorf("bench: %w", err)
+		}
 	}
 	if err := checkPack(ctx, clients[0], cfg); err != nil {
 		return res, fmt.Errorf("bench: %w", err)
@@ -139,7 +142,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	start := time.Now()
 	since := start.Add(-time.Second)
-	l := &load{clients: clients, submit: submitter(cfg.Workload, cfg.Rules), errSamples: map[string]int{},
+	l := &load{clients: clients, posters: posters, submit: submitter(cfg.Workload, cfg.Rules), errSamples: map[string]int{},
 		measure: window{start.Add(cfg.Warmup), start.Add(cfg.Warmup + cfg.Duration)}}
 	loadCtx, cancel := context.WithDeadline(ctx, l.measure.to)
 	progCtx, stopProgress := context.WithCancel(ctx)

@@ -50,3 +50,22 @@ func TestRunWebhookNoop(t *testing.T) {
 		t.Errorf("ceilings %+v, ratio %g", c, res.CeilingRatio)
 	}
 }
+
+// TestRunDirect runs ad-hoc executions (POST /api/v1/executions) for a
+// second: each was accepted, ran once, and was waited for.
+func TestRunDirect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a troupe node")
+	}
+	cfg := DefaultConfig()
+	cfg.Binary, cfg.Workload, cfg.Concurrency = troupeBinary, Direct, 8
+	cfg.Duration, cfg.Warmup, cfg.Drain, cfg.CeilingDuration = time.Second, 200*time.Millisecond, 20*time.Second, 0
+	res, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accepted == 0 || res.Errors != 0 || res.Tally.Expected != int(res.Accepted) || res.Tally.Lost != 0 ||
+		res.Tally.Duplicates != 0 || res.Tally.Unexpected != 0 {
+		t.Errorf("accepted %d, errors %d (%v), tally %+v", res.Accepted, res.Errors, res.ErrorSamples, res.Tally)
+	}
+}

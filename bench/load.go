@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,27 +15,36 @@ import (
 	"github.com/troupehq/troupe/domain"
 )
 
-// submitFunc sends request i through c and returns the unit keys it calls
+// submitFunc sends request i through p and returns the unit keys it calls
 // for and the IDs of the executions to wait for in the closed loop.
-type submitFunc func(ctx context.Context, c *api.Client, i int64) (keys, execs []string, err error)
+type submitFunc func(p *poster, i int64) (keys, execs []string, err error)
 
 func submitter(w Workload, nrules int) submitFunc {
 	if w == Direct {
-		return func(ctx context.Context, c *api.Client, _ int64) ([]string, []string, error) {
-			ex, err := c.Run(ctx, "core.noop", nil)
-			if err != nil {
+		body := []byte(`{"action":"core.noop"}`)
+		return func(p *poster, _ int64) ([]string, []string, error) {
+			var ex struct {
+				ID string `json:"id"`
+			}
+			if err := p.post("/api/v1/executions", body, &ex); err != nil {
 				return nil, nil, err
 			}
-			id := ex.ID.String()
-			return []string{id}, []string{id}, nil
+			if _, err := domain.ParseID(ex.ID); err != nil {
+				return nil, nil, fmt.Errorf("run answered execution %q: %w", ex.ID, err)
+			}
+			return []string{ex.ID}, []string{ex.ID}, nil
 		}
 	}
-	hook, rs := webhookOf[w], rules(w, nrules)
-	return func(ctx context.Context, c *api.Client, i int64) ([]string, []string, error) {
-		ev, err := c.Webhook(ctx, hook, map[string]any{"n": i})
-		if err != nil {
+	path, rs := "/api/v1/webhooks/"+webhookOf[w], rules(w, nrules)
+	return func(p *poster, i int64) ([]string, []string, error) {
+		var out struct {
+			Event string `json:"event"`
+		}
+		body := strconv.AppendInt([]byte(`{"n":`), i, 10)
+		if err := p.post(path, append(body, '}'), &out); err != nil {
 			return nil, nil, err
 		}
+		ev := out.Event
 		id, err := domain.ParseID(ev)
 		if err != nil {
 			return nil, nil, fmt.Errorf("webhook answered event %q: %w", ev, err)
@@ -54,6 +64,7 @@ const requestTimeout = 30 * time.Second
 // load is the state of the load phase, shared by its goroutines.
 type load struct {
 	clients []*api.Client
+	posters []*poster // posters[i] sends to the node of clients[i]
 	submit  submitFunc
 	measure window
 
@@ -64,19 +75,16 @@ type load struct {
 	errSamples                             map[string]int
 }
 
-func (l *load) client(i int64) *api.Client { return l.clients[int(i)%len(l.clients)] }
-
 // one sends one request; it returns the node it went to, which owns the
-// work, and the executions to wait for.
-func (l *load) one(ctx context.Context) (*api.Client, []string) {
+// work, and the executions to wait for. A request once sent is seen
+// through (for at most requestTimeout) even when the load ends meanwhile:
+// cutting it off would leave work the node accepted unaccounted for.
+func (l *load) one() (*api.Client, []string) {
 	i := l.seq.Add(1)
-	c := l.client(i)
+	n := int(i) % len(l.clients)
+	c := l.clients[n]
 	l.sent.Add(1)
-	// A request once sent is seen through even when the load ends meanwhile:
-	// cutting it off would leave work the node accepted unaccounted for.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
-	defer cancel()
-	keys, execs, err := l.submit(rctx, c, i)
+	keys, execs, err := l.submit(l.posters[n], i)
 	if err != nil {
 		l.fail(err)
 		return c, nil
@@ -121,7 +129,7 @@ func (l *load) closedLoop(ctx context.Context, concurrency int, drain time.Durat
 	for range concurrency {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				c, execs := l.one(ctx)
+				c, execs := l.one()
 				if execs == nil && ctx.Err() == nil {
 					time.Sleep(10 * time.Millisecond) // do not spin on a failing node
 				}
@@ -170,7 +178,7 @@ func (l *load) openLoop(ctx context.Context, rate float64, concurrency int) {
 			break
 		}
 		wg.Go(func() {
-			l.one(ctx)
+			l.one()
 			<-sem
 		})
 	}
