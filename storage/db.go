@@ -37,6 +37,8 @@ type DB struct {
 	// store opens, then kept by the write path, so that admission can read
 	// it per request without a scan.
 	unfinished atomic.Int64
+	// newestEvent and newestExecution let commit skip most existence checks.
+	newestEvent, newestExecution newest
 }
 
 // syncPacer spaces the WAL's syncs out while they are busy. Under load,
@@ -127,6 +129,15 @@ func Open(cfg Config) (*DB, error) {
 	if err := db.records.load(pdb); err != nil {
 		db.closePebble()
 		return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
+	}
+	for _, n := range []struct {
+		newest *newest
+		prefix string
+	}{{&db.newestEvent, pfxEvent}, {&db.newestExecution, pfxExecution}} {
+		if err := n.newest.load(pdb, n.prefix); err != nil {
+			db.closePebble()
+			return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
+		}
 	}
 	unfinished, err := countKeys(pdb, pfxActive)
 	if err != nil {

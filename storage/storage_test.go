@@ -330,6 +330,31 @@ func TestAcceptEvent(t *testing.T) {
 			})
 		}
 	})
+	// Commit looks up only IDs not above the newest stored: the newest must
+	// survive a restart, and an older ID must still be looked up.
+	t.Run("a duplicate after a restart, newest or not", func(t *testing.T) {
+		fs := vfs.NewMem()
+		db := openDB(t, fs)
+		for i := range 2 {
+			if err := db.AcceptEvent(fixture(base.Add(time.Duration(i)*time.Millisecond), "t", "r1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db = openDB(t, fs)
+		defer db.Close()
+		for i := range 2 {
+			if err := db.AcceptEvent(fixture(base.Add(time.Duration(i)*time.Millisecond), "t", "r1")); !errors.Is(err, domain.ErrDuplicate) {
+				t.Errorf("event %d again after a restart: %v, want ErrDuplicate", i, err)
+			}
+			_, _, exs := fixture(base.Add(time.Duration(i)*time.Millisecond), "t", "r1")
+			if err := db.CreateExecution(exs[0]); !errors.Is(err, domain.ErrDuplicate) {
+				t.Errorf("execution %d again after a restart: %v, want ErrDuplicate", i, err)
+			}
+		}
+	})
 	t.Run("racing the same event writes once", func(t *testing.T) {
 		db := newTestDB(t)
 		const n = 64

@@ -12,6 +12,7 @@ import (
 // creation is a batch of new records that commits only if none of them
 // exists yet.
 type creation struct {
+	db      *DB
 	b       *pebble.Batch
 	ids     []domain.ID // to lock
 	fresh   []fresh     // to check for absence
@@ -28,7 +29,7 @@ type created struct {
 // newCreation starts a creation of records records, executions of them
 // executions, sized so that adding them never grows a slice.
 func (db *DB) newCreation(records, executions int) *creation {
-	return &creation{b: db.pdb.NewBatch(), ids: make([]domain.ID, 0, records),
+	return &creation{db: db, b: db.pdb.NewBatch(), ids: make([]domain.ID, 0, records),
 		fresh: make([]fresh, 0, records), created: make([]created, 0, executions)}
 }
 
@@ -39,6 +40,8 @@ type fresh struct {
 	// implied is set when the record cannot exist unless another record of
 	// the batch does, which commit checks instead.
 	implied bool
+	// newest, when set, is the greatest ID stored under the key's prefix.
+	newest *newest
 }
 
 // create adds a record that must not exist yet.
@@ -63,7 +66,7 @@ func (c *creation) execution(ex *domain.Execution) error {
 	if rec.CreatedAt.IsZero() {
 		rec.CreatedAt = time.Now()
 	}
-	if err := c.create(fresh{what: "execution", id: rec.ID, key: key(pfxExecution, rec.ID)}, &rec); err != nil {
+	if err := c.create(fresh{what: "execution", id: rec.ID, key: key(pfxExecution, rec.ID), newest: &c.db.newestExecution}, &rec); err != nil {
 		return err
 	}
 	if err := asStored(&rec); err != nil {
@@ -84,7 +87,7 @@ func (c *creation) execution(ex *domain.Execution) error {
 func (db *DB) commit(c *creation) error {
 	defer db.unlock(db.lock(c.ids...))
 	for _, f := range c.fresh {
-		if f.implied {
+		if f.implied || (f.newest != nil && f.newest.above(f.id)) {
 			continue
 		}
 		found, err := exists(db.pdb, f.key)
@@ -97,6 +100,11 @@ func (db *DB) commit(c *creation) error {
 	}
 	if err := c.b.Commit(pebble.Sync); err != nil {
 		return err
+	}
+	for _, f := range c.fresh {
+		if f.newest != nil {
+			f.newest.saw(f.id)
+		}
 	}
 	db.records.created(c.fresh)
 	db.unfinished.Add(int64(len(c.created)))
@@ -130,7 +138,7 @@ func (db *DB) AcceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*d
 func (db *DB) acceptEvent(ev *domain.Event, enfs []*domain.Enforcement, exs []*domain.Execution) error {
 	c := db.newCreation(1+len(enfs)+len(exs), len(exs))
 	defer c.b.Close()
-	if err := c.create(fresh{what: "event", id: ev.ID, key: key(pfxEvent, ev.ID)}, ev); err != nil {
+	if err := c.create(fresh{what: "event", id: ev.ID, key: key(pfxEvent, ev.ID), newest: &db.newestEvent}, ev); err != nil {
 		return err
 	}
 	for _, en := range enfs {
