@@ -181,8 +181,17 @@ func newEvent(t *testing.T, trigger string, payload map[string]any) *protocol.Ev
 // whatever was started because of it.
 func (e *env) send(ev any) *protocol.EventAccepted {
 	e.t.Helper()
-	acc, ok := actortest.Request(e.t, e.sys, e.rules, ev).(*protocol.EventAccepted)
-	if !ok {
+	var acc *protocol.EventAccepted
+	if local, ok := ev.(*rule.LocalEvent); ok {
+		accepted := make(chan *protocol.EventAccepted, 1)
+		local.Accepted = accepted
+		e.sys.Root.Send(e.rules, local)
+		select {
+		case acc = <-accepted:
+		case <-time.After(5 * time.Second):
+			e.t.Fatalf("local event %s was not answered", local.Event.ID)
+		}
+	} else if acc, ok = actortest.Request(e.t, e.sys, e.rules, ev).(*protocol.EventAccepted); !ok {
 		e.t.Fatalf("event %v was not answered with EventAccepted", ev)
 	}
 	e.executions.Sync(e.t) // executions are started before the answer is sent

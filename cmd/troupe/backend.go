@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/troupehq/troupe/actors/protocol"
 	"github.com/troupehq/troupe/actors/rule"
 	"github.com/troupehq/troupe/api"
@@ -96,22 +98,42 @@ func (b *backend) Webhook(ctx context.Context, name string, headers map[string]s
 	if err != nil {
 		return domain.ID{}, err
 	}
-	var msg any = &rule.LocalEvent{Event: ev}
-	if rules.Address != b.n.system.Address() {
-		if msg, err = protocol.NewEvent(ev); err != nil {
-			return domain.ID{}, fmt.Errorf("encode event: %w", err)
-		}
-	}
-	res, err := b.n.system.Root.RequestFuture(rules, msg, acceptTimeout).Result()
+	acc, err := b.accept(rules, ev)
 	if err != nil {
 		return domain.ID{}, fmt.Errorf("accept event at %s: %w", rules.Address, err)
 	}
-	if acc := res.(*protocol.EventAccepted); acc.Overloaded {
+	if acc.Overloaded {
 		return domain.ID{}, overloaded(acc.Error)
 	} else if acc.Error != "" {
 		return domain.ID{}, errors.New(acc.Error)
 	}
 	return id, nil
+}
+
+// accept hands ev to the rule actors at pid and waits for their answer, at
+// most acceptTimeout: on this node as it is, to another member encoded.
+func (b *backend) accept(pid *actor.PID, ev *domain.Event) (*protocol.EventAccepted, error) {
+	if pid.Address != b.n.system.Address() {
+		msg, err := protocol.NewEvent(ev)
+		if err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
+		res, err := b.n.system.Root.RequestFuture(pid, msg, acceptTimeout).Result()
+		if err != nil {
+			return nil, err
+		}
+		return res.(*protocol.EventAccepted), nil
+	}
+	accepted := make(chan *protocol.EventAccepted, 1)
+	b.n.system.Root.Send(pid, &rule.LocalEvent{Event: ev, Accepted: accepted})
+	timeout := time.NewTimer(acceptTimeout)
+	defer timeout.Stop()
+	select {
+	case acc := <-accepted:
+		return acc, nil
+	case <-timeout.C:
+		return nil, fmt.Errorf("no answer within %s", acceptTimeout)
+	}
 }
 
 func (b *backend) Run(ctx context.Context, ref string, params map[string]any) (*domain.Execution, error) {
