@@ -117,6 +117,20 @@ func Open(cfg Config) (*DB, error) {
 	// filters each such Get reads a block of every overlapping table.
 	// Later levels inherit L0's policy.
 	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	// A table that straddles two prefixes spans every older key of the
+	// second (its first key there is new, the level's older keys of that
+	// prefix are below it), so compacting it into the next level rewrote the
+	// whole of that prefix in it, ever more as the store grew. Ending every
+	// table at its prefix's end leaves only the tail of each prefix to
+	// overlap: flushes and compactions cut their output there. Small tables
+	// then keep that tail, rewritten by each compaction into it, small.
+	// Measured on 600,000 executions of the storage lifecycle benchmark:
+	// compaction 18 -> 10 µs per execution, table bytes written 1,530 ->
+	// 810, process CPU -6 %.
+	opts.Experimental.SpanPolicyFunc = endAtPrefix
+	for i := range opts.TargetFileSizes {
+		opts.TargetFileSizes[i] = 2 << 20
+	}
 	pdb, err := pebble.Open(cfg.Dir, opts)
 	if err != nil {
 		fsHealth()
@@ -148,6 +162,15 @@ func Open(cfg Config) (*DB, error) {
 	h.start()
 	log.Info("storage opened", "dir", cfg.Dir)
 	return db, nil
+}
+
+// endAtPrefix is the SpanPolicyFunc that ends each table at the end of the
+// prefix ("ev/", "ex/", …) of its first key.
+func endAtPrefix(start []byte) (pebble.SpanPolicy, []byte, error) {
+	if len(start) >= 3 && start[2] == '/' {
+		return pebble.SpanPolicy{}, prefixEnd(string(start[:3])), nil
+	}
+	return pebble.SpanPolicy{}, nil, nil
 }
 
 // Close releases the store; every acknowledged write is already durable.

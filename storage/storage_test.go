@@ -914,6 +914,43 @@ func TestSingleDeletesMeetOneSet(t *testing.T) {
 	}
 }
 
+// TestTablesEndAtTheirPrefix flushes and compacts records of every kind:
+// no table may hold keys of two prefixes, or compacting it would rewrite
+// all older keys of the second (see endAtPrefix).
+func TestTablesEndAtTheirPrefix(t *testing.T) {
+	db := newTestDB(t)
+	for i := range 50 {
+		ev, enfs, exs := fixture(base.Add(time.Duration(i)*time.Millisecond), "t", "r1", "r2")
+		if err := db.AcceptEvent(ev, enfs, exs); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := db.Apply(exs[0].ID, to(domain.StatusScheduled, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, step := range []func() error{db.pdb.Flush, func() error {
+		return db.pdb.Compact(context.Background(), []byte{0}, []byte{0xff}, false)
+	}} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+		levels, err := db.pdb.SSTables()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l, tables := range levels {
+			for _, tb := range tables {
+				if lo, hi := tb.Smallest.UserKey, tb.Largest.UserKey; string(lo[:3]) != string(hi[:3]) {
+					t.Errorf("L%d table %s spans %q to %q", l, tb.FileNum, lo, hi)
+				}
+			}
+		}
+		if n := len(levels[0]) + len(levels[len(levels)-1]); n < 5 {
+			t.Errorf("%d tables in L0 and L6; want one per prefix at least (ev, en, ex, eh, ea)", n)
+		}
+	}
+}
+
 // TestCrashSafety crashes the filesystem under concurrent load and checks
 // that everything acknowledged before the crash is there after recovery and
 // that every batch landed whole or not at all.
