@@ -38,7 +38,7 @@ reports events/s, executions/s, latency from acceptance to terminal status,
 lost and duplicated work, and each started node's CPU, peak RSS and storage.
 
 Workloads: ` + strings.Join(names, ", ") + `.`,
-		Example: "  troupe bench --workload webhook-noop --concurrency 64 --duration 10s --json out.json\n" +
+		Example: "  troupe bench --workload webhook-noop --concurrency 128 --duration 10s --json out.json\n" +
 			"  troupe bench --workload webhook-shell --rate 500 --duration 30s\n" +
 			"  troupe bench --write-pack /tmp/bp && troupe agent --packs /tmp/bp/bench … && troupe bench --addr 127.0.0.1:8080",
 		Args: cobra.NoArgs,
