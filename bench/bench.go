@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/troupehq/troupe/api"
@@ -59,6 +60,10 @@ type Result struct {
 	Tally   Tally   `json:"tally"`
 	// DrainSeconds is how long finishing the accepted work took after the load.
 	DrainSeconds float64 `json:"drain_seconds"`
+
+	// ClientCPUSeconds is the CPU time bench itself used during the load
+	// (warmup included): it shares the machine with nodes it started.
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
 
 	NodeStats []NodeResult `json:"node_stats,omitempty"`
 	// StorageBytesPerExecution is the data dirs' size over the executions
@@ -140,7 +145,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, fmt.Errorf("bench: %w", err)
 	}
 
-	start := time.Now()
+	start, clientCPU := time.Now(), selfCPU()
 	since := start.Add(-time.Second)
 	l := &load{clients: clients, posters: posters, submit: submitter(cfg.Workload, cfg.Rules), errSamples: map[string]int{},
 		measure: window{start.Add(cfg.Warmup), start.Add(cfg.Warmup + cfg.Duration)}}
@@ -161,6 +166,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, ctx.Err()
 	}
 	loadEnd := time.Now()
+	res.ClientCPUSeconds = selfCPU() - clientCPU
 	say("load done: %d accepted, %d errors; draining…", l.accepted.Load(), l.errs.Load())
 	if cfg.Workload == Timers {
 		time.Sleep(2 * time.Second) // let the last tick of the window fire
@@ -230,6 +236,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// selfCPU is the user and system time this process used so far, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 func ratio(a, b float64) float64 {

@@ -43,6 +43,9 @@ func TestRunWebhookNoop(t *testing.T) {
 	if res.ExecutionsPerSec <= 0 || res.Latency.N == 0 || res.Latency.P99 < res.Latency.P50 {
 		t.Errorf("executions/s %g, latency %+v", res.ExecutionsPerSec, res.Latency)
 	}
+	if res.ClientCPUSeconds <= 0 {
+		t.Errorf("bench client cpu %g s", res.ClientCPUSeconds)
+	}
 	if len(res.NodeStats) != 1 || res.NodeStats[0].CPUSeconds <= 0 || res.NodeStats[0].PeakRSSBytes <= 0 || res.StorageBytesPerExecution <= 0 {
 		t.Errorf("node stats %+v, storage/execution %g", res.NodeStats, res.StorageBytesPerExecution)
 	}

@@ -45,6 +45,9 @@ func (r Result) WriteTable(w io.Writer) error {
 		p("unexpected", "%d", t.Unexpected)
 	}
 	p("drain", "%.1fs", r.DrainSeconds)
+	if r.Accepted > 0 {
+		p("bench client", "cpu %.1fs during the load (%.0f µs per request)", r.ClientCPUSeconds, r.ClientCPUSeconds*1e6/float64(r.Accepted))
+	}
 	for _, n := range r.NodeStats {
 		p("node "+n.Name, "cpu %.1fs (actions %.1fs)  peak rss %.0f MiB  storage %.1f MiB",
 			n.CPUSeconds, n.ChildCPUSeconds, float64(n.PeakRSSBytes)/(1<<20), float64(n.StorageBytes)/(1<<20))
