@@ -44,8 +44,11 @@ type Result struct {
 
 	// Sent and Accepted count requests over the whole load; Errors are
 	// failed requests and waits, with up to 20 distinct messages.
-	Sent         int64          `json:"sent"`
-	Accepted     int64          `json:"accepted"`
+	Sent     int64 `json:"sent"`
+	Accepted int64 `json:"accepted"`
+	// Refused counts requests a node refused as overloaded (503 with
+	// Retry-After); a closed-loop client waits that long before its next.
+	Refused      int64          `json:"refused"`
 	Errors       int64          `json:"errors"`
 	ErrorSamples map[string]int `json:"error_samples,omitempty"`
 	// EventsPerSec is requests accepted per second in the window (events
@@ -197,7 +200,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		l.accepted.Store(l.inWindow.Load())
 	}
 
-	res.Sent, res.Accepted, res.Errors = l.sent.Load(), l.accepted.Load(), l.errs.Load()
+	res.Sent, res.Accepted, res.Refused, res.Errors = l.sent.Load(), l.accepted.Load(), l.refused.Load(), l.errs.Load()
 	if len(l.errSamples) > 0 {
 		res.ErrorSamples = l.errSamples
 	}

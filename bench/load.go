@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -70,24 +71,35 @@ type load struct {
 
 	seq                                    atomic.Int64
 	sent, accepted, inWindow, errs, waited atomic.Int64
-	mu                                     sync.Mutex
-	units                                  []string
-	errSamples                             map[string]int
+	// refused counts requests a node turned away as overloaded (503 and
+	// Retry-After): load shedding working, not a failure.
+	refused    atomic.Int64
+	mu         sync.Mutex
+	units      []string
+	errSamples map[string]int
 }
 
 // one sends one request; it returns the node it went to, which owns the
-// work, and the executions to wait for. A request once sent is seen
-// through (for at most requestTimeout) even when the load ends meanwhile:
-// cutting it off would leave work the node accepted unaccounted for.
-func (l *load) one() (*api.Client, []string) {
+// work, and the executions to wait for, or, when the request was not
+// accepted, how long a client should pause before the next: what the node
+// asked for in Retry-After when it refused as overloaded, a moment after
+// any other error. A request once sent is seen through (for at most
+// requestTimeout) even when the load ends meanwhile: cutting it off would
+// leave work the node accepted unaccounted for.
+func (l *load) one() (*api.Client, []string, time.Duration) {
 	i := l.seq.Add(1)
 	n := int(i) % len(l.clients)
 	c := l.clients[n]
 	l.sent.Add(1)
 	keys, execs, err := l.submit(l.posters[n], i)
-	if err != nil {
+	var refusal *api.Error
+	switch {
+	case errors.As(err, &refusal) && refusal.Code == api.CodeOverloaded:
+		l.refused.Add(1)
+		return c, nil, max(refusal.RetryAfter, failPause)
+	case err != nil:
 		l.fail(err)
-		return c, nil
+		return c, nil, failPause
 	}
 	l.accepted.Add(1)
 	if l.measure.has(time.Now()) {
@@ -96,8 +108,11 @@ func (l *load) one() (*api.Client, []string) {
 	l.mu.Lock()
 	l.units = append(l.units, keys...)
 	l.mu.Unlock()
-	return c, execs
+	return c, execs, 0
 }
+
+// failPause keeps a closed-loop client from spinning on a failing node.
+const failPause = 10 * time.Millisecond
 
 func (l *load) fail(err error) {
 	l.errs.Add(1)
@@ -129,9 +144,12 @@ func (l *load) closedLoop(ctx context.Context, concurrency int, drain time.Durat
 	for range concurrency {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				c, execs := l.one()
-				if execs == nil && ctx.Err() == nil {
-					time.Sleep(10 * time.Millisecond) // do not spin on a failing node
+				c, execs, pause := l.one()
+				if pause > 0 {
+					select {
+					case <-ctx.Done():
+					case <-time.After(pause):
+					}
 				}
 				for _, id := range execs {
 					if err := finishes.wait(waitCtx, c, id); err != nil {
@@ -178,7 +196,7 @@ func (l *load) openLoop(ctx context.Context, rate float64, concurrency int) {
 			break
 		}
 		wg.Go(func() {
-			l.one()
+			l.one() // the open loop sends at its rate whatever the answers
 			<-sem
 		})
 	}

@@ -5,10 +5,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/domain"
 )
 
 // TestPosterAnswersAsTheAPIClientWould sends the bench's POSTs to a server
@@ -52,5 +54,44 @@ func TestPosterAnswersAsTheAPIClientWould(t *testing.T) {
 	}
 	if _, err := newPoster("127.0.0.1:80", 1); err == nil {
 		t.Error("an address without a scheme was taken")
+	}
+}
+
+// TestRefusalsAreNotErrors sends one request per kind of answer: a refusal
+// as overloaded is counted apart and paces the client by its Retry-After,
+// any other failure is an error, and an accepted event is waited for.
+func TestRefusalsAreNotErrors(t *testing.T) {
+	event := domain.NewID(time.Now()).String()
+	answers := []func(w http.ResponseWriter){
+		func(w http.ResponseWriter) {
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(`{"error":{"code":"overloaded","message":"node n1 is overloaded"}}`))
+		},
+		func(w http.ResponseWriter) { http.Error(w, "boom", http.StatusInternalServerError) },
+		func(w http.ResponseWriter) {
+			w.WriteHeader(http.StatusAccepted)
+			w.Write([]byte(`{"event":"` + event + `"}`))
+		},
+	}
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answers[n.Add(1)-1](w)
+	}))
+	defer srv.Close()
+	p, err := newPoster(srv.URL, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &load{clients: []*api.Client{api.NewClient(srv.URL)}, posters: []*poster{p},
+		submit: submitter(WebhookNoop, 0), errSamples: map[string]int{}}
+	for i, want := range []time.Duration{2 * time.Second, failPause, 0} {
+		_, execs, pause := l.one()
+		if pause != want || (want == 0) != (len(execs) == 1) {
+			t.Errorf("answer %d: pause %v and %d executions to wait for; want %v", i, pause, len(execs), want)
+		}
+	}
+	if r, e, a := l.refused.Load(), l.errs.Load(), l.accepted.Load(); r != 1 || e != 1 || a != 1 {
+		t.Errorf("refused %d, errors %d, accepted %d; want 1 each", r, e, a)
 	}
 }

@@ -28,7 +28,7 @@ func (r Result) WriteTable(w io.Writer) error {
 	if r.Waits != "" {
 		p("waits", "%s", r.Waits)
 	}
-	p("requests", "%d sent, %d accepted, %d errors", r.Sent, r.Accepted, r.Errors)
+	p("requests", "%d sent, %d accepted, %d refused as overloaded, %d errors", r.Sent, r.Accepted, r.Refused, r.Errors)
 	p("events/s accepted", "%.0f", r.EventsPerSec)
 	execs := fmt.Sprintf("%.0f", r.ExecutionsPerSec)
 	if r.Ceiling != "" {
