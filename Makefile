@@ -27,9 +27,9 @@ unit: ## every test except the end-to-end ones
 e2e: ## only the end-to-end tests (they build and start real troupe processes)
 	$(GO) test -count=1 -timeout 20m -v ./e2e/...
 
-bench: build ## the standard benchmark suite: one node, 128 clients, 10s each, with the machine's ceilings; JSON in bench-*.json
+bench: build ## the standard benchmark suite: one node, 128 clients, 10s, 3 runs each with the machine's ceilings, and medians; JSON in bench-*.json
 	for w in webhook-noop webhook-shell direct; do \
-		./$(BIN) bench --workload $$w --nodes 1 --concurrency 128 --duration 10s --json bench-$$w.json || exit 1; \
+		./$(BIN) bench --workload $$w --nodes 1 --concurrency 128 --duration 10s --runs 3 --json bench-$$w.json || exit 1; \
 	done
 
 lint: ## go vet

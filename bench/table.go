@@ -1,10 +1,8 @@
 package bench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 )
 
@@ -66,16 +64,4 @@ func (r Result) WriteTable(w io.Writer) error {
 		p("error", "%d × %s", r.ErrorSamples[msg], msg)
 	}
 	return tw.Flush()
-}
-
-// WriteJSON writes r, indented, to file.
-func (r Result) WriteJSON(file string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(file, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write results: %w", err)
-	}
-	return nil
 }

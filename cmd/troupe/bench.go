@@ -13,6 +13,7 @@ import (
 func newBenchCommand(o *cli) *cobra.Command {
 	cfg := bench.DefaultConfig()
 	var workload, jsonFile, writePack string
+	runs := 1
 	var addrs []string
 	names := make([]string, len(bench.Workloads))
 	for i, w := range bench.Workloads {
@@ -61,21 +62,51 @@ Workloads: ` + strings.Join(names, ", ") + `.`,
 					return fmt.Errorf("find the troupe executable (give --troupe-binary): %w", err)
 				}
 			}
+			if runs < 1 {
+				return fmt.Errorf("--runs %d: give at least 1", runs)
+			}
 			cfg.Progress = o.stderr
-			res, err := bench.Run(cmd.Context(), cfg)
-			fmt.Fprint(o.stderr, "\r\033[K")
-			if err != nil {
-				return err
+			var results []bench.Result
+			for i := range runs {
+				res, err := bench.Run(cmd.Context(), cfg)
+				fmt.Fprint(o.stderr, "\r\033[K")
+				if err != nil {
+					return err
+				}
+				results = append(results, res)
+				if o.output != "json" {
+					if runs > 1 {
+						fmt.Fprintf(o.stdout, "run %d of %d\n", i+1, runs)
+					}
+					if err := res.WriteTable(o.stdout); err != nil {
+						return err
+					}
+					fmt.Fprintln(o.stdout)
+				}
+			}
+			// One run keeps the shape it always had; several add their medians.
+			var out any = results[0]
+			if runs > 1 {
+				m := bench.MediansOf(results)
+				out = struct {
+					Runs    []bench.Result `json:"runs"`
+					Medians bench.Medians  `json:"medians"`
+				}{results, m}
+				if o.output != "json" {
+					if err := m.WriteTable(o.stdout); err != nil {
+						return err
+					}
+				}
 			}
 			if o.output == "json" {
-				err = writeJSON(o.stdout, res)
-			} else {
-				err = res.WriteTable(o.stdout)
+				if err := writeJSON(o.stdout, out); err != nil {
+					return err
+				}
 			}
-			if err == nil && jsonFile != "" {
-				err = res.WriteJSON(jsonFile)
+			if jsonFile != "" {
+				return writeJSONFile(jsonFile, out)
 			}
-			return err
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -92,6 +123,23 @@ Workloads: ` + strings.Join(names, ", ") + `.`,
 	f.StringVar(&cfg.Binary, "troupe-binary", "", "troupe executable that starts the nodes (default: this one)")
 	f.StringArrayVar(&cfg.AgentArgs, "agent-arg", nil, "extra flag for every started node, repeatable (e.g. --agent-arg=--slots=16)")
 	f.StringVar(&jsonFile, "json", "", "also write the results as JSON to this file")
+	f.IntVar(&runs, "runs", runs, "run everything (ceilings, fresh nodes, load) this many times and also report each figure's median")
 	f.StringVar(&writePack, "write-pack", "", "write the bench pack into this directory and exit")
 	return cmd
+}
+
+// writeJSONFile writes v to file as the -o json output would print it.
+func writeJSONFile(file string, v any) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := writeJSON(f, v); err != nil {
+		f.Close()
+		return fmt.Errorf("write results to %s: %w", file, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write results to %s: %w", file, err)
+	}
+	return nil
 }

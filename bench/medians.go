@@ -1,0 +1,91 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// Medians summarises repeated runs of one configuration, figure by figure:
+// each figure's median over the runs and its value in every run, in order.
+// What must be zero in every run (lost, duplicated, unexpected work, errors)
+// is summed instead.
+type Medians struct {
+	Runs             int    `json:"runs"`
+	ExecutionsPerSec Figure `json:"executions_per_sec"`
+	EventsPerSec     Figure `json:"events_per_sec"`
+	P50              Figure `json:"p50_ms"`
+	P99              Figure `json:"p99_ms"`
+	// CeilingRatio is empty when the runs measured no ceilings.
+	CeilingRatio Figure `json:"ceiling_ratio"`
+	Ceiling      string `json:"ceiling,omitempty"`
+	Lost         int    `json:"lost"`
+	Duplicates   int    `json:"duplicates"`
+	Unexpected   int    `json:"unexpected"`
+	Refused      int64  `json:"refused"`
+	Errors       int64  `json:"errors"`
+}
+
+// Figure is one figure of repeated runs.
+type Figure struct {
+	Median float64   `json:"median"`
+	Values []float64 `json:"values"`
+}
+
+// MediansOf summarises rs, which must be runs of the same configuration.
+func MediansOf(rs []Result) Medians {
+	m := Medians{Runs: len(rs)}
+	figure := func(of func(Result) float64) Figure {
+		f := Figure{Values: make([]float64, len(rs))}
+		for i, r := range rs {
+			f.Values[i] = of(r)
+		}
+		sorted := slices.Sorted(slices.Values(f.Values))
+		if n := len(sorted); n > 0 {
+			// The lower middle for an even count: a figure one run had.
+			f.Median = sorted[(n-1)/2]
+		}
+		return f
+	}
+	m.ExecutionsPerSec = figure(func(r Result) float64 { return r.ExecutionsPerSec })
+	m.EventsPerSec = figure(func(r Result) float64 { return r.EventsPerSec })
+	m.P50 = figure(func(r Result) float64 { return r.Latency.P50 })
+	m.P99 = figure(func(r Result) float64 { return r.Latency.P99 })
+	if len(rs) > 0 && rs[0].Ceiling != "" {
+		m.Ceiling = rs[0].Ceiling
+		m.CeilingRatio = figure(func(r Result) float64 { return r.CeilingRatio })
+	}
+	for _, r := range rs {
+		m.Lost += r.Tally.Lost
+		m.Duplicates += r.Tally.Duplicates
+		m.Unexpected += r.Tally.Unexpected
+		m.Refused += r.Refused
+		m.Errors += r.Errors
+	}
+	return m
+}
+
+// WriteTable prints m for people.
+func (m Medians) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	p := func(name string, f Figure, format string) {
+		vals := make([]string, len(f.Values))
+		for i, v := range f.Values {
+			vals[i] = fmt.Sprintf(format, v)
+		}
+		fmt.Fprintf(tw, "%s\t"+format+"  (%s)\n", name, f.Median, strings.Join(vals, " / "))
+	}
+	fmt.Fprintf(tw, "medians of %d runs\t\n", m.Runs)
+	p("executions/s done", m.ExecutionsPerSec, "%.0f")
+	p("events/s accepted", m.EventsPerSec, "%.0f")
+	p("latency p50 ms", m.P50, "%.2f")
+	p("latency p99 ms", m.P99, "%.2f")
+	if m.Ceiling != "" {
+		p("× "+m.Ceiling, m.CeilingRatio, "%.2f")
+	}
+	fmt.Fprintf(tw, "in all runs\tlost %d, duplicates %d, unexpected %d, refused %d, errors %d\n",
+		m.Lost, m.Duplicates, m.Unexpected, m.Refused, m.Errors)
+	return tw.Flush()
+}
