@@ -15,7 +15,7 @@ import (
 // above it cannot be stored yet, and commit spares itself the lookup that
 // would say so. Most new events and executions are above it; that lookup
 // was a tenth of accepting an event, since it consults every table whose
-// range holds the key, and every flushed table spans all prefixes.
+// range holds the key (new keys sit at the end of each table's range).
 //
 // commit reads and raises it under the stripe lock of the ID, so a second
 // creation of the same ID finds it raised and looks the key up.
