@@ -122,7 +122,7 @@ func TestHardStopGoesSuspectThenDead(t *testing.T) {
 }
 
 func TestLeaveIsLeft(t *testing.T) {
-	nodes := startN(t, 3)
+	nodes := startN(t, 3, patient)
 	watch := record(t, nodes[0])
 	if err := nodes[2].Leave(5 * time.Second); err != nil {
 		t.Fatal(err)
@@ -378,11 +378,11 @@ func TestJoinSkipsOwnAddress(t *testing.T) {
 }
 
 func TestSubscribeDeliversInOrder(t *testing.T) {
-	n1 := start(t, testConfig(t, "n1"))
+	n1 := start(t, patient(testConfig(t, "n1")))
 	watch := record(t, n1)
-	n2 := start(t, testConfig(t, "n2", n1.LocalAddr()))
+	n2 := start(t, patient(testConfig(t, "n2", n1.LocalAddr())))
 	waitFor(t, 5*time.Second, func() error { return watch.has("n2", ChangeJoined) })
-	n3 := start(t, testConfig(t, "n3", n1.LocalAddr()))
+	n3 := start(t, patient(testConfig(t, "n3", n1.LocalAddr())))
 	waitFor(t, 5*time.Second, func() error { return watch.has("n3", ChangeJoined) })
 	if err := n2.Leave(5 * time.Second); err != nil {
 		t.Fatal(err)
@@ -391,7 +391,7 @@ func TestSubscribeDeliversInOrder(t *testing.T) {
 	if err := n3.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() error { return watch.has("n3", ChangeDead) })
+	waitFor(t, 20*time.Second, func() error { return watch.has("n3", ChangeDead) })
 
 	watch.mu.Lock()
 	defer watch.mu.Unlock()
@@ -409,13 +409,13 @@ func TestSubscribeDeliversInOrder(t *testing.T) {
 }
 
 func TestSlowSubscriberNeverBlocksGossip(t *testing.T) {
-	cfg := testConfig(t, "n1")
+	cfg := patient(testConfig(t, "n1"))
 	cfg.SubscriberBuffer = 1
 	n1 := start(t, cfg)
 	stuck, cancel := n1.Subscribe() // never read until the end
 	defer cancel()
-	n2 := start(t, testConfig(t, "n2", n1.LocalAddr()))
-	n3 := start(t, testConfig(t, "n3", n1.LocalAddr()))
+	n2 := start(t, patient(testConfig(t, "n2", n1.LocalAddr())))
+	n3 := start(t, patient(testConfig(t, "n3", n1.LocalAddr())))
 	meta := n2.LocalMeta()
 	for i := range 20 {
 		meta.Slots = i + 1

@@ -104,6 +104,16 @@ func testConfig(t testing.TB, name string, join ...string) Config {
 	return cfg
 }
 
+// patient slows the probes of a test that expects a member to be seen
+// left: on a stalled host a probe of TestTiming's can time out while the
+// member leaves, and memberlist then lets the suspicion's dead message
+// replace the member's own leave notice in its queue, so the others see it
+// dead, not left. Dead detection takes ~5 s instead of ~1.5.
+func patient(cfg Config) Config {
+	cfg.Timing.ProbeInterval, cfg.Timing.ProbeTimeout = time.Second, 900*time.Millisecond
+	return cfg
+}
+
 // freeAddrs returns n loopback addresses whose port was free a moment ago,
 // for nodes that must know each other's address before they start.
 func freeAddrs(t testing.TB, n int) []string {
@@ -132,7 +142,7 @@ func start(t testing.TB, cfg Config) *Cluster {
 }
 
 // startN starts n joined nodes named n1…nN and waits until each sees all.
-func startN(t testing.TB, n int) []*Cluster {
+func startN(t testing.TB, n int, adjust ...func(Config) Config) []*Cluster {
 	t.Helper()
 	var nodes []*Cluster
 	for i := range n {
@@ -140,7 +150,11 @@ func startN(t testing.TB, n int) []*Cluster {
 		if i > 0 {
 			join = []string{nodes[0].LocalAddr()}
 		}
-		nodes = append(nodes, start(t, testConfig(t, fmt.Sprintf("n%d", i+1), join...)))
+		cfg := testConfig(t, fmt.Sprintf("n%d", i+1), join...)
+		for _, f := range adjust {
+			cfg = f(cfg)
+		}
+		nodes = append(nodes, start(t, cfg))
 	}
 	for _, c := range nodes {
 		waitFor(t, 10*time.Second, func() error { return seesAlive(c, names(nodes)...) })
