@@ -130,6 +130,41 @@ func TestClusterPlacesByRuntime(t *testing.T) {
 	t.Logf("ruby execution failed %s after creation (placement timeout 3s): %s", waited.Round(time.Millisecond), ex.Error)
 }
 
+// TestClusterPrefersTheLocalWorker: an execution runs on the worker of the
+// node that created it while that worker reports at least as many free
+// slots as the others, and elsewhere when it reports fewer.
+func TestClusterPrefersTheLocalWorker(t *testing.T) {
+	pack := writePack(t, "loc", map[string]string{"actions/quick.yaml": "name: quick\nruntime: shell\ncmd: 'true'\n"})
+	for _, tc := range []struct {
+		name    string
+		n1Slots string
+		local   bool
+	}{
+		// 6 against 4, so that n1 has more free slots even with a run in
+		// flight when it reports them. Two random candidates alone, ties
+		// going local or not, would leave n1 out a third of the time.
+		{"idle", "6", true},
+		// 1 against 4: one random candidate alone would pick n1 a third
+		// of the time, the same one twice a ninth.
+		{"fewer free slots", "1", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := StartCluster(t, 3, WithClusterArgs("--packs", pack, "--slots", "4"), WithNodeArgs("n1", "--slots", tc.n1Slots))
+			n1 := c.Node("n1")
+			for range 8 {
+				ex, err := n1.Client.Run(t.Context(), "loc.quick", nil)
+				if err != nil {
+					t.Fatalf("run loc.quick on n1: %v", err)
+				}
+				ex = n1.WaitExecution(ex.ID.String(), domain.StatusSucceeded, 20*time.Second)
+				if (ex.Worker == "n1") != tc.local {
+					t.Errorf("execution %s created on n1 (%s slots, the others 4) ran on %q", ex.ID, tc.n1Slots, ex.Worker)
+				}
+			}
+		})
+	}
+}
+
 // TestClusterMemberWithTheRuntimeJoinsLater: python executions created
 // while no member runs python wait in requested, and run on the python
 // member once it joins, well within the placement timeout.
