@@ -7,10 +7,10 @@ PROTOC_GEN_GO := .bin/protoc-gen-go
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test unit e2e bench lint proto tidy clean prometheus promcheck
+.PHONY: help build run test unit e2e bench bench-targets lint proto tidy clean prometheus promcheck
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/troupe
 	$(GO) build -o $(BIN) ./cmd/troupe
@@ -31,6 +31,19 @@ bench: build ## the standard benchmark suite: one node, 128 clients, 10s, 3 runs
 	for w in webhook-noop webhook-shell direct; do \
 		./$(BIN) bench --workload $$w --nodes 1 --concurrency 128 --duration 10s --runs 3 --json bench-$$w.json || exit 1; \
 	done
+
+# One row of issue 5's targets each, in the order of docs/performance.md's
+# table: medians of 3, JSON in bench-targets-*.json. About 15 minutes.
+bench-targets: build ## every performance target of docs/performance.md, medians of 3 (~15 min); JSON in bench-targets-*.json
+	set -e; b="./$(BIN) bench --runs 3"; \
+	$$b --workload webhook-noop --json bench-targets-noop.json; \
+	$$b --workload webhook-noop --duration 60s --ceiling-duration 0 --json bench-targets-noop-60s.json; \
+	$$b --workload webhook-noop --rate 5000 --concurrency 256 --ceiling-duration 0 --json bench-targets-noop-5000.json; \
+	$$b --workload webhook-shell --json bench-targets-shell.json; \
+	$$b --workload webhook-python --json bench-targets-python.json; \
+	$$b --workload webhook-noop --rate 10 --ceiling-duration 0 --json bench-targets-noop-light.json; \
+	$$b --workload webhook-shell --rate 10 --ceiling-duration 0 --json bench-targets-shell-light.json; \
+	$$b --workload webhook-noop --nodes 3 --ceiling-duration 0 --json bench-targets-3-nodes.json
 
 lint: ## go vet
 	$(GO) vet $(PKGS)
