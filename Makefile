@@ -32,8 +32,7 @@ bench: build ## the standard benchmark suite: one node, 128 clients, 10s, 3 runs
 		./$(BIN) bench --workload $$w --nodes 1 --concurrency 128 --duration 10s --runs 3 --json bench-$$w.json || exit 1; \
 	done
 
-# One row of issue 5's targets each, in the order of docs/performance.md's
-# table: medians of 3, JSON in bench-targets-*.json. About 15 minutes.
+# One run per row of docs/performance.md's "Against the targets" table.
 bench-targets: build ## every performance target of docs/performance.md, medians of 3 (~15 min); JSON in bench-targets-*.json
 	set -e; b="./$(BIN) bench --runs 3"; \
 	$$b --workload webhook-noop --json bench-targets-noop.json; \

@@ -141,11 +141,10 @@ func TestClusterPrefersTheLocalWorker(t *testing.T) {
 		local   bool
 	}{
 		// 6 against 4, so that n1 has more free slots even with a run in
-		// flight when it reports them. Two random candidates alone, ties
-		// going local or not, would leave n1 out a third of the time.
+		// flight when it reports them. Without the preference, two random
+		// candidates would leave n1 out a third of the time.
 		{"idle", "6", true},
-		// 1 against 4: one random candidate alone would pick n1 a third
-		// of the time, the same one twice a ninth.
+		// 1 against 4: n1 loses to any other candidate, and is never both.
 		{"fewer free slots", "1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

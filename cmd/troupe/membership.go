@@ -238,12 +238,12 @@ func (n *node) gossipLoad() {
 }
 
 // placement chooses workers among the live members that advertise the
-// runtime, preferring those with more free slots (power of two choices:
-// two different random candidates, the less loaded wins), so no member is flooded
-// between two load reports. This node's own worker wins ties: its slot
-// request, grant, assignment and report cross no network, which on three
-// nodes sharing two cores was half their CPU per execution. Work still
-// spreads when this node's worker reports fewer free slots than another.
+// runtime, preferring those with more free slots (power of two choices: two
+// different random candidates, the less loaded wins), so no member is
+// flooded between two load reports. This node's own worker wins ties: its
+// slot request, grant, assignment and report then cross no network (on
+// three nodes sharing two cores, a quarter less CPU per execution). Work
+// still spreads when this node's worker reports fewer free slots.
 type placement struct{ n *node }
 
 var _ execution.Placement = placement{}
