@@ -16,11 +16,13 @@ import (
 // NodeResult is what one node Run started cost.
 type NodeResult struct {
 	Name string `json:"name"`
-	// CPUSeconds is the node process's user+system time over its whole life.
+	// CPUSeconds is the node process's user+system time from its start to
+	// the end of the load and drain.
 	CPUSeconds float64 `json:"cpu_seconds"`
 	// ChildCPUSeconds is the CPU time of the action processes it ran.
 	ChildCPUSeconds float64 `json:"child_cpu_seconds"`
-	// PeakRSSBytes is the node process's peak resident set (VmHWM).
+	// PeakRSSBytes is the node process's peak resident set (VmHWM) at the
+	// same point.
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
 	// StorageBytes is the apparent size of its data dir after the run.
 	StorageBytes int64 `json:"storage_bytes"`
@@ -178,6 +180,18 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, fmt.Errorf("bench: %w", err)
 	}
 	res.DrainSeconds = time.Since(loadEnd).Seconds()
+	// Read before the executions are listed back: reading a whole run's
+	// records through the API is bench's own check, not the load's, and
+	// over 60 s of webhook-noop it filled the block cache and took a node's
+	// peak RSS from ~186 to ~232 MiB.
+	procs := make([]procStats, len(nodes))
+	for i, n := range nodes {
+		ps, err := readProc(n.cmd.Process.Pid)
+		if err != nil {
+			return res, fmt.Errorf("bench: stats of node %s: %w", n.name, err)
+		}
+		procs[i] = ps
+	}
 
 	keep, keyOf, startOf := selectors(cfg)
 	var exs []*api.ExecutionView
@@ -211,11 +225,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.Tally = tally(l.units, exs, keyOf)
 
 	var stored int64
-	for _, n := range nodes {
-		ps, err := readProc(n.cmd.Process.Pid)
-		if err != nil {
-			return res, fmt.Errorf("bench: stats of node %s: %w", n.name, err)
-		}
+	for i, n := range nodes {
+		ps := procs[i]
 		size, err := dirSize(n.dataDir)
 		if err != nil {
 			return res, fmt.Errorf("bench: size of node %s data: %w", n.name, err)
