@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -150,6 +151,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, fmt.Errorf("bench: %w", err)
 	}
 
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(cfg.ClientProcs))
 	start, clientCPU := time.Now(), selfCPU()
 	since := start.Add(-time.Second)
 	l := &load{clients: clients, posters: posters, submit: submitter(cfg.Workload, cfg.Rules), errSamples: map[string]int{},

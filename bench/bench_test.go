@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -24,9 +25,13 @@ func TestRunWebhookNoop(t *testing.T) {
 	cfg.Concurrency = 16
 	cfg.Duration, cfg.Warmup, cfg.Drain = 2*time.Second, 500*time.Millisecond, 20*time.Second
 	cfg.CeilingDuration = 300 * time.Millisecond
+	procs := runtime.GOMAXPROCS(0)
 	res, err := Run(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != procs {
+		t.Errorf("GOMAXPROCS %d after the run, want %d again (the load ran at --client-procs)", got, procs)
 	}
 	var table strings.Builder
 	res.WriteTable(&table)

@@ -142,9 +142,9 @@ func TestConfigValidate(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("default config: %v", err)
 	}
-	cfg.Workload, cfg.Concurrency, cfg.Binary = "nope", 0, ""
+	cfg.Workload, cfg.Concurrency, cfg.Binary, cfg.ClientProcs = "nope", 0, "", 0
 	err := cfg.Validate()
-	for _, want := range []string{`unknown workload "nope"`, "concurrency: 0", "binary:"} {
+	for _, want := range []string{`unknown workload "nope"`, "concurrency: 0", "binary:", "client procs: 0"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to mention %q", err, want)
 		}

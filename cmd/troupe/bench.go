@@ -115,6 +115,7 @@ Workloads: ` + strings.Join(names, ", ") + `.`,
 	f.StringSliceVar(&addrs, "addr", nil, "HTTP address of a running node to drive, repeatable; its nodes must run the bench pack (see --write-pack)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "open loop: requests per second (0: closed loop of --concurrency clients)")
 	f.IntVar(&cfg.Concurrency, "concurrency", cfg.Concurrency, "closed loop: clients, each waiting for its executions before the next request; open loop: most requests in flight")
+	f.IntVar(&cfg.ClientProcs, "client-procs", cfg.ClientProcs, "processors (GOMAXPROCS) bench uses while it drives the load; raise it when the nodes run on other machines")
 	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long load is measured, after the warmup")
 	f.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "load before measuring starts")
 	f.DurationVar(&cfg.Drain, "drain", cfg.Drain, "how long to wait after the load for accepted work to finish; what is still unfinished is lost")
