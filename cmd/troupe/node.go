@@ -78,6 +78,7 @@ func packOptions(reg *runtimes.Registry) packs.Options {
 func startNode(cfg agentConfig, log *slog.Logger) (*node, error) {
 	n := &node{cfg: cfg, log: log, finished: make(chan struct{}), quit: make(chan struct{}), registry: prometheus.NewRegistry()}
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics.RegisterProcess(n.registry)
 	n.metrics = metrics.New(n.registry)
 	notReady := errors.New("starting: recovering executions")
 	n.ready.Store(&notReady)
