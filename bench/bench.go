@@ -17,15 +17,18 @@ import (
 // NodeResult is what one node Run started cost.
 type NodeResult struct {
 	Name string `json:"name"`
-	// CPUSeconds is the node process's user+system time from its start to
-	// the end of the load and drain.
+	// CPUSeconds is the node process's user+system time during the run:
+	// from just before the warmup to the end of the drain.
 	CPUSeconds float64 `json:"cpu_seconds"`
-	// ChildCPUSeconds is the CPU time of the action processes it ran.
+	// ChildCPUSeconds is the CPU time of the action processes it ran then.
 	ChildCPUSeconds float64 `json:"child_cpu_seconds"`
-	// PeakRSSBytes is the node process's peak resident set (VmHWM) at the
-	// same point.
+	// PeakRSSBytes is the node process's peak resident set (VmHWM) since it
+	// started, read at the end of the drain: for a node bench started, the
+	// run's peak.
 	PeakRSSBytes int64 `json:"peak_rss_bytes"`
-	// StorageBytes is the apparent size of its data dir after the run.
+	// StorageBytes is the size of its store after the run: the data dir of
+	// a node bench started, troupe_storage_disk_usage_bytes of a running
+	// one.
 	StorageBytes int64 `json:"storage_bytes"`
 }
 
@@ -151,6 +154,26 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, fmt.Errorf("bench: %w", err)
 	}
 
+	usages := func() ([]usage, error) {
+		us := make([]usage, len(clients))
+		for i := range us {
+			var err error
+			if len(nodes) > 0 {
+				us[i], err = nodes[i].usage()
+			} else {
+				us[i], err = remoteUsage(ctx, clients[i])
+			}
+			if err != nil {
+				return nil, fmt.Errorf("bench: %w", err)
+			}
+		}
+		return us, nil
+	}
+	before, err := usages()
+	if err != nil {
+		return res, err
+	}
+
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(cfg.ClientProcs))
 	start, clientCPU := time.Now(), selfCPU()
 	since := start.Add(-time.Second)
@@ -186,13 +209,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	// records through the API is bench's own check, not the load's, and
 	// over 60 s of webhook-noop it filled the block cache and took a node's
 	// peak RSS from ~186 to ~232 MiB.
-	procs := make([]procStats, len(nodes))
-	for i, n := range nodes {
-		ps, err := readProc(n.cmd.Process.Pid)
-		if err != nil {
-			return res, fmt.Errorf("bench: stats of node %s: %w", n.name, err)
+	after, err := usages()
+	if err != nil {
+		return res, err
+	}
+	for i, u := range after {
+		name := clients[i].Addr
+		if len(nodes) > 0 {
+			name = nodes[i].name
 		}
-		procs[i] = ps
+		res.NodeStats = append(res.NodeStats, NodeResult{Name: name, CPUSeconds: u.CPU - before[i].CPU,
+			ChildCPUSeconds: u.ChildCPU - before[i].ChildCPU, PeakRSSBytes: u.PeakRSS, StorageBytes: u.storage})
 	}
 
 	keep, keyOf, startOf := selectors(cfg)
@@ -226,18 +253,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.Latency = summarize(latencies(exs, l.measure, startOf))
 	res.Tally = tally(l.units, exs, keyOf)
 
-	var stored int64
-	for i, n := range nodes {
-		ps := procs[i]
-		size, err := dirSize(n.dataDir)
-		if err != nil {
-			return res, fmt.Errorf("bench: size of node %s data: %w", n.name, err)
-		}
-		stored += size
-		res.NodeStats = append(res.NodeStats, NodeResult{Name: n.name, CPUSeconds: ps.CPU,
-			ChildCPUSeconds: ps.ChildCPU, PeakRSSBytes: ps.PeakRSS, StorageBytes: size})
-	}
+	// A running node's store also holds what came before this run.
 	if len(nodes) > 0 && total > 0 {
+		var stored int64
+		for _, n := range res.NodeStats {
+			stored += n.StorageBytes
+		}
 		res.StorageBytesPerExecution = float64(stored) / float64(total)
 	}
 	if c := res.Ceilings; c != nil {

@@ -77,3 +77,64 @@ func TestRunDirect(t *testing.T) {
 		t.Errorf("accepted %d, errors %d (%v), tally %+v", res.Accepted, res.Errors, res.ErrorSamples, res.Tally)
 	}
 }
+
+// TestRunAgainstARunningNode drives a node bench did not start (--addr):
+// what the node used is read from its /metrics, as the run's share.
+func TestRunAgainstARunningNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a troupe node")
+	}
+	cfg := DefaultConfig()
+	cfg.Binary, cfg.Workload, cfg.Concurrency = troupeBinary, WebhookShell, 8
+	cfg.Duration, cfg.Warmup, cfg.Drain, cfg.CeilingDuration = time.Second, 200*time.Millisecond, 20*time.Second, 0
+	dir := t.TempDir()
+	pack, err := WritePack(dir, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := startNodes(t.Context(), cfg, dir, pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopNodes(nodes)
+	started, err := nodes[0].usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Addrs = []string{nodes[0].addr}
+	res, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accepted == 0 || res.Errors != 0 || res.Tally.Lost != 0 || res.Tally.Duplicates != 0 {
+		t.Errorf("accepted %d, errors %d (%v), tally %+v", res.Accepted, res.Errors, res.ErrorSamples, res.Tally)
+	}
+	ended, err := nodes[0].usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.NodeStats) != 1 {
+		t.Fatalf("node stats %+v, want the one node", res.NodeStats)
+	}
+	got := res.NodeStats[0]
+	if got.Name != nodes[0].addr {
+		t.Errorf("node named %q, want its address %q", got.Name, nodes[0].addr)
+	}
+	// The run's share: more than nothing, less than the node's whole life.
+	if life := ended.CPU - started.CPU; got.CPUSeconds <= 0 || got.CPUSeconds > life+0.05 {
+		t.Errorf("cpu %g s during the run; /proc says %g s from before it to after it", got.CPUSeconds, life)
+	}
+	if life := ended.ChildCPU - started.ChildCPU; got.ChildCPUSeconds <= 0 || got.ChildCPUSeconds > life+0.05 {
+		t.Errorf("actions' cpu %g s during the run of shell actions; /proc says %g s", got.ChildCPUSeconds, life)
+	}
+	if got.PeakRSSBytes <= 0 || got.PeakRSSBytes > ended.PeakRSS {
+		t.Errorf("peak rss %d, /proc says %d after the run", got.PeakRSSBytes, ended.PeakRSS)
+	}
+	if got.StorageBytes <= 0 {
+		t.Errorf("storage %d bytes", got.StorageBytes)
+	}
+	if res.StorageBytesPerExecution != 0 {
+		t.Errorf("storage per execution %g for a store that holds more than the run", res.StorageBytesPerExecution)
+	}
+}

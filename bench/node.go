@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -179,49 +176,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// procStats is what /proc says about a process.
-type procStats struct {
-	CPU, ChildCPU float64 // seconds of user+system time; children waited for
-	PeakRSS       int64   // bytes (VmHWM)
-}
-
-// clockTicks is USER_HZ, 100 on every Linux this runs on.
-const clockTicks = 100
-
-// readProc reads /proc/<pid>/stat and status.
-func readProc(pid int) (procStats, error) {
-	var s procStats
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return s, err
-	}
-	// The command name may hold spaces: fields start after its ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return s, fmt.Errorf("/proc/%d/stat: no ')'", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 15 {
-		return s, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	// After ')': state(0) ... utime(11) stime(12) cutime(13) cstime(14).
-	tick := func(k int) float64 { v, _ := strconv.ParseFloat(f[k], 64); return v / clockTicks }
-	s.CPU, s.ChildCPU = tick(11)+tick(12), tick(13)+tick(14)
-	st, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return s, err
-	}
-	defer st.Close()
-	sc := bufio.NewScanner(st)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			s.PeakRSS = kb << 10
-		}
-	}
-	return s, sc.Err()
 }
 
 // dirSize is the bytes of the files under dir.
