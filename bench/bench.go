@@ -14,7 +14,7 @@ import (
 	"github.com/troupehq/troupe/api"
 )
 
-// NodeResult is what one node Run started cost.
+// NodeResult is what one node, started by Run or given to it, used.
 type NodeResult struct {
 	Name string `json:"name"`
 	// CPUSeconds is the node process's user+system time during the run:
