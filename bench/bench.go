@@ -75,6 +75,10 @@ type Result struct {
 	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
 
 	NodeStats []NodeResult `json:"node_stats,omitempty"`
+	// NodeCPUPerExecution is the nodes' CPU during the run, all together,
+	// over the units the run accepted, in µs: what an execution costs,
+	// which the host's load moves far less than the rates.
+	NodeCPUPerExecution float64 `json:"node_cpu_us_per_execution,omitempty"`
 	// StorageBytesPerExecution is the data dirs' size over the executions
 	// they hold; 0 when Run did not start the nodes.
 	StorageBytesPerExecution float64 `json:"storage_bytes_per_execution,omitempty"`
@@ -252,6 +256,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.ExecutionsPerSec = float64(finishedIn(exs, l.measure)) / secs
 	res.Latency = summarize(latencies(exs, l.measure, startOf))
 	res.Tally = tally(l.units, exs, keyOf)
+	if res.Tally.Expected > 0 {
+		var cpu float64
+		for _, n := range res.NodeStats {
+			cpu += n.CPUSeconds
+		}
+		res.NodeCPUPerExecution = cpu * 1e6 / float64(res.Tally.Expected)
+	}
 
 	// A running node's store also holds what came before this run.
 	if len(nodes) > 0 && total > 0 {

@@ -18,6 +18,8 @@ type Medians struct {
 	EventsPerSec     Figure `json:"events_per_sec"`
 	P50              Figure `json:"p50_ms"`
 	P99              Figure `json:"p99_ms"`
+	// NodeCPUPerExecution is in µs (Result.NodeCPUPerExecution).
+	NodeCPUPerExecution Figure `json:"node_cpu_us_per_execution"`
 	// CeilingRatio is empty when the runs measured no ceilings.
 	CeilingRatio Figure `json:"ceiling_ratio"`
 	Ceiling      string `json:"ceiling,omitempty"`
@@ -38,21 +40,17 @@ type Figure struct {
 func MediansOf(rs []Result) Medians {
 	m := Medians{Runs: len(rs)}
 	figure := func(of func(Result) float64) Figure {
-		f := Figure{Values: make([]float64, len(rs))}
+		values := make([]float64, len(rs))
 		for i, r := range rs {
-			f.Values[i] = of(r)
+			values[i] = of(r)
 		}
-		sorted := slices.Sorted(slices.Values(f.Values))
-		if n := len(sorted); n > 0 {
-			// The lower middle for an even count: a figure one run had.
-			f.Median = sorted[(n-1)/2]
-		}
-		return f
+		return figureOf(values)
 	}
 	m.ExecutionsPerSec = figure(func(r Result) float64 { return r.ExecutionsPerSec })
 	m.EventsPerSec = figure(func(r Result) float64 { return r.EventsPerSec })
 	m.P50 = figure(func(r Result) float64 { return r.Latency.P50 })
 	m.P99 = figure(func(r Result) float64 { return r.Latency.P99 })
+	m.NodeCPUPerExecution = figure(func(r Result) float64 { return r.NodeCPUPerExecution })
 	if len(rs) > 0 && rs[0].Ceiling != "" {
 		m.Ceiling = rs[0].Ceiling
 		m.CeilingRatio = figure(func(r Result) float64 { return r.CeilingRatio })
@@ -65,6 +63,16 @@ func MediansOf(rs []Result) Medians {
 		m.Errors += r.Errors
 	}
 	return m
+}
+
+// figureOf is values, in order, with their median: the lower middle for an
+// even count, so that it is a figure one run had.
+func figureOf(values []float64) Figure {
+	f := Figure{Values: values}
+	if n := len(values); n > 0 {
+		f.Median = slices.Sorted(slices.Values(values))[(n-1)/2]
+	}
+	return f
 }
 
 // WriteTable prints m for people.
@@ -82,6 +90,7 @@ func (m Medians) WriteTable(w io.Writer) error {
 	p("events/s accepted", m.EventsPerSec, "%.0f")
 	p("latency p50 ms", m.P50, "%.2f")
 	p("latency p99 ms", m.P99, "%.2f")
+	p("node cpu/execution µs", m.NodeCPUPerExecution, "%.0f")
 	if m.Ceiling != "" {
 		p("× "+m.Ceiling, m.CeilingRatio, "%.2f")
 	}

@@ -50,6 +50,9 @@ func (r Result) WriteTable(w io.Writer) error {
 		p("node "+n.Name, "cpu %.1fs (actions %.1fs)  peak rss %.0f MiB  storage %.1f MiB",
 			n.CPUSeconds, n.ChildCPUSeconds, float64(n.PeakRSSBytes)/(1<<20), float64(n.StorageBytes)/(1<<20))
 	}
+	if r.NodeCPUPerExecution > 0 {
+		p("node cpu/execution", "%.0f µs (the nodes together)", r.NodeCPUPerExecution)
+	}
 	if r.StorageBytesPerExecution > 0 {
 		p("storage/execution", "%.0f bytes", r.StorageBytesPerExecution)
 	}
