@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -36,6 +37,7 @@ type Node struct {
 	RemoteAddr string
 	port       int // HTTP port kept across restarts; 0 picks a free one at each start
 	args       []string
+	env        []string // added to the test's environment
 	cmd        *exec.Cmd
 	exited     chan struct{}
 	logMu      sync.Mutex
@@ -53,6 +55,11 @@ func WithPacks(dirs ...string) NodeOption {
 // WithArgs adds raw agent flags.
 func WithArgs(args ...string) NodeOption {
 	return func(n *Node) { n.args = append(n.args, args...) }
+}
+
+// WithEnv adds KEY=value pairs to the agent's environment.
+func WithEnv(kv ...string) NodeOption {
+	return func(n *Node) { n.env = append(n.env, kv...) }
 }
 
 // StartNode starts an agent with a fresh data dir and a free port and waits
@@ -91,6 +98,7 @@ func (n *Node) spawn() {
 	args := append([]string{"agent", "--node-name", n.Name, "--data-dir", n.DataDir,
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", port), "--log-format", "text", "--log-level", "debug"}, n.args...)
 	n.cmd = exec.Command(binary, args...)
+	n.cmd.Env = append(os.Environ(), n.env...)
 	n.cmd.Stdout, n.cmd.Stderr = n.logWriter(), n.logWriter()
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := n.cmd.Start(); err != nil {

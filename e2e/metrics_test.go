@@ -436,3 +436,25 @@ func TestThreeNodeExampleConfigsCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentRunsTheCollectorAtItsTarget checks the agent's GOGC: its own
+// target unless the environment names one, which it keeps.
+func TestAgentRunsTheCollectorAtItsTarget(t *testing.T) {
+	gogc := func(n *Node) float64 {
+		t.Helper()
+		mf := mustScrape(t, n)["go_gc_gogc_percent"]
+		if mf == nil || len(mf.GetMetric()) != 1 {
+			t.Fatalf("node %s exports no go_gc_gogc_percent", n.Name)
+		}
+		return mf.GetMetric()[0].GetGauge().GetValue()
+	}
+	if got := gogc(StartNode(t, "n1", WithEnv("GOGC=120"))); got != 120 {
+		t.Errorf("with GOGC=120 the collector's target is %g", got)
+	}
+	if _, set := os.LookupEnv("GOGC"); set {
+		t.Skip("GOGC is set for the tests, and an agent keeps it")
+	}
+	if got := gogc(StartNode(t, "n2")); got != 150 {
+		t.Errorf("without GOGC the collector's target is %g, want the agent's 150", got)
+	}
+}

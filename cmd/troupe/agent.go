@@ -8,6 +8,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 
@@ -77,7 +78,19 @@ func checkConfig(cmd *cobra.Command, cfg agentConfig) error {
 	return nil
 }
 
+// agentGCPercent is the collector's target (GOGC) of an agent whose
+// environment does not set one. A node allocates ~250 objects per
+// execution, and at Go's default of 100 collecting took ~9 % of its CPU
+// under load. At 150, in 5 interleaved pairs of webhook-noop, node CPU per
+// execution fell 4.6 % (by 1-7 % in every pair) and executions/s rose
+// 4.9 %, for a peak RSS over 60 s of 209 MiB instead of 186; 200 saved
+// little more (5.3 %) for 235 MiB.
+const agentGCPercent = 150
+
 func runAgent(cfg agentConfig) error {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(agentGCPercent)
+	}
 	log := cfg.logger()
 	if cfg.PprofAddr != "" {
 		if err := servePprof(cfg.PprofAddr, log); err != nil {
