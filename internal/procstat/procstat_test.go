@@ -34,7 +34,9 @@ func TestReadSeesCPUMemoryAndChildren(t *testing.T) {
 	if after.ChildCPU <= before.ChildCPU {
 		t.Errorf("children's CPU %g s after a busy child, %g s before", after.ChildCPU, before.ChildCPU)
 	}
-	if after.PeakRSS < before.PeakRSS+32<<20 {
+	// The high-water mark of an earlier run of this test may stand above
+	// before; it can never be below what was just touched.
+	if after.PeakRSS < 64<<20 || after.PeakRSS < before.PeakRSS {
 		t.Errorf("peak RSS %d bytes after touching 64 MiB, %d before", after.PeakRSS, before.PeakRSS)
 	}
 	_ = buf[len(buf)-1]
