@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 )
 
@@ -89,16 +88,9 @@ func (c Comparison) WriteTable(w io.Writer, a, b string) error {
 		fmt.Fprintln(w)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	p := func(name string, f Figure) {
-		vals := make([]string, len(f.Values))
-		for i, v := range f.Values {
-			vals[i] = fmt.Sprintf("%.3f", v)
-		}
-		fmt.Fprintf(tw, "%s\t%.3f  (%s)\n", name, f.Median, strings.Join(vals, " / "))
-	}
 	fmt.Fprintf(tw, "B ÷ A, median of %d pairs\t\n", len(c.ExecutionsPerSec.Values))
-	p("executions/s", c.ExecutionsPerSec)
-	p("node cpu/execution", c.NodeCPUPerExecution)
-	p("latency p99", c.P99)
+	c.ExecutionsPerSec.write(tw, "executions/s", "%.3f")
+	c.NodeCPUPerExecution.write(tw, "node cpu/execution", "%.3f")
+	c.P99.write(tw, "latency p99", "%.3f")
 	return tw.Flush()
 }

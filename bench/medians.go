@@ -75,24 +75,26 @@ func figureOf(values []float64) Figure {
 	return f
 }
 
+// write prints f as a table row: name, the median, and every value.
+func (f Figure) write(w io.Writer, name, format string) {
+	vals := make([]string, len(f.Values))
+	for i, v := range f.Values {
+		vals[i] = fmt.Sprintf(format, v)
+	}
+	fmt.Fprintf(w, "%s\t"+format+"  (%s)\n", name, f.Median, strings.Join(vals, " / "))
+}
+
 // WriteTable prints m for people.
 func (m Medians) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	p := func(name string, f Figure, format string) {
-		vals := make([]string, len(f.Values))
-		for i, v := range f.Values {
-			vals[i] = fmt.Sprintf(format, v)
-		}
-		fmt.Fprintf(tw, "%s\t"+format+"  (%s)\n", name, f.Median, strings.Join(vals, " / "))
-	}
 	fmt.Fprintf(tw, "medians of %d runs\t\n", m.Runs)
-	p("executions/s done", m.ExecutionsPerSec, "%.0f")
-	p("events/s accepted", m.EventsPerSec, "%.0f")
-	p("latency p50 ms", m.P50, "%.2f")
-	p("latency p99 ms", m.P99, "%.2f")
-	p("node cpu/execution µs", m.NodeCPUPerExecution, "%.0f")
+	m.ExecutionsPerSec.write(tw, "executions/s done", "%.0f")
+	m.EventsPerSec.write(tw, "events/s accepted", "%.0f")
+	m.P50.write(tw, "latency p50 ms", "%.2f")
+	m.P99.write(tw, "latency p99 ms", "%.2f")
+	m.NodeCPUPerExecution.write(tw, "node cpu/execution µs", "%.0f")
 	if m.Ceiling != "" {
-		p("× "+m.Ceiling, m.CeilingRatio, "%.2f")
+		m.CeilingRatio.write(tw, "× "+m.Ceiling, "%.2f")
 	}
 	fmt.Fprintf(tw, "in all runs\tlost %d, duplicates %d, unexpected %d, refused %d, errors %d\n",
 		m.Lost, m.Duplicates, m.Unexpected, m.Refused, m.Errors)
