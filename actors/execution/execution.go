@@ -158,15 +158,22 @@ func (m *manager) forward(ctx actor.Context, rawID []byte) {
 type lane struct {
 	cfg      Config
 	children map[domain.ID]*child
+	// One timer per lane wakes it at its children's earliest deadline:
+	// each execution arms a grant timeout and a backstop, and ten thousand
+	// runtime timers a second, nearly all stopped before they fire, cost
+	// more than scanning a lane's few children when one is due.
+	wake   scheduler.CancelFunc
+	wakeAt time.Time
 }
+
+// wakeUp travels only from a lane's timer to the lane.
+type wakeUp struct{}
 
 func (l *lane) Receive(ctx actor.Context) {
 	var c *child
 	switch msg := ctx.Message().(type) {
 	case *actor.Stopping:
-		for _, c := range l.children {
-			c.disarm()
-		}
+		l.sleep()
 	case *protocol.StartExecution:
 		if c = l.child(protocol.ID(msg.ExecutionId)); c != nil {
 			c.start(ctx)
@@ -179,16 +186,9 @@ func (l *lane) Receive(ctx actor.Context) {
 		if c = l.child(protocol.ID(msg.ExecutionId)); c != nil {
 			c.onReport(ctx, msg)
 		}
-	// A timer of an execution that ended was disarmed; one that fired
-	// meanwhile finds no child, or a child of a later attempt.
-	case retryPlacement:
-		if c = l.children[msg.id]; c != nil && msg.attempt == c.ex.Attempt {
-			c.requestSlot(ctx)
-		}
-	case backstopExpired:
-		if c = l.children[msg.id]; c != nil && msg.attempt == c.ex.Attempt {
-			c.onBackstop(ctx)
-		}
+	case wakeUp:
+		l.onWakeUp(ctx)
+		return
 	case *protocol.MemberDown:
 		for _, c := range l.children {
 			c.onMemberDown(ctx, msg)
@@ -207,7 +207,7 @@ func (l *lane) child(id domain.ID) *child {
 	if c := l.children[id]; c != nil {
 		return c
 	}
-	c := &child{cfg: l.cfg, id: id}
+	c := &child{cfg: l.cfg, lane: l, id: id}
 	ex, err := l.cfg.Store.Execution(id)
 	if err != nil {
 		c.log().Error("load execution", "err", err)
@@ -222,32 +222,62 @@ func (l *lane) child(id domain.ID) *child {
 // then on gets a fresh child, which acknowledges it from the record.
 func (l *lane) settle(c *child) {
 	if c.ex.Status.Terminal() {
-		c.disarm()
 		delete(l.children, c.id)
 	}
 }
 
-// backstopExpired fires when a worker has been silent past the action's
-// timeout plus the grace; it only ever travels to the execution's lane.
-type backstopExpired struct {
-	id      domain.ID
-	attempt int
+// due makes sure the lane wakes up by at.
+func (l *lane) due(ctx actor.Context, at time.Time) {
+	if l.wake != nil && !at.Before(l.wakeAt) {
+		return
+	}
+	l.sleep()
+	l.wake = scheduler.NewTimerScheduler(ctx).SendOnce(time.Until(at), ctx.Self(), wakeUp{})
+	l.wakeAt = at
 }
 
-// retryPlacement fires when a slot request went unanswered or no worker
-// could be found; it only ever travels to the execution's lane.
-type retryPlacement struct {
-	id      domain.ID
-	attempt int
+func (l *lane) sleep() {
+	if l.wake != nil {
+		l.wake()
+		l.wake = nil
+	}
+}
+
+// onWakeUp runs what is due and sleeps until the next deadline. A wake-up
+// whose timer was replaced just as it fired only rescans.
+func (l *lane) onWakeUp(ctx actor.Context) {
+	l.sleep()
+	now := time.Now()
+	for _, c := range l.children {
+		if !c.retryAt.IsZero() && !c.retryAt.After(now) {
+			c.retryAt = time.Time{}
+			c.requestSlot(ctx)
+		}
+		if !c.backstopAt.IsZero() && !c.backstopAt.After(now) {
+			c.backstopAt = time.Time{}
+			c.onBackstop(ctx)
+		}
+		l.settle(c)
+	}
+	for _, c := range l.children {
+		for _, at := range [...]time.Time{c.retryAt, c.backstopAt} {
+			if !at.IsZero() {
+				l.due(ctx, at)
+			}
+		}
+	}
 }
 
 type child struct {
-	cfg      Config
-	id       domain.ID
-	ex       *domain.Execution
-	logger   *slog.Logger // see log
-	backstop scheduler.CancelFunc
-	retry    scheduler.CancelFunc
+	cfg    Config
+	id     domain.ID
+	ex     *domain.Execution
+	logger *slog.Logger // see log
+	lane   *lane
+	// backstopAt is when a silent worker is given up; retryAt is when a
+	// slot is asked for again. Zero when not armed.
+	backstopAt time.Time
+	retryAt    time.Time
 	// waitingSince is when this attempt started looking for a worker.
 	waitingSince time.Time
 }
@@ -319,27 +349,14 @@ func (c *child) retryAfter(ctx actor.Context, a *domain.Action) {
 	}
 	c.cfg.Metrics.Retries.WithLabelValues(a.Ref).Inc()
 	c.log().Info("retrying execution", "attempt", c.ex.Attempt, "delay", a.Retry.Delay)
-	if c.backstop != nil {
-		c.backstop()
-	}
+	c.backstopAt = time.Time{}
 	c.waitingSince = time.Time{}
 	c.later(ctx, a.Retry.Delay)
 }
 
 func (c *child) later(ctx actor.Context, d time.Duration) {
-	if c.retry != nil {
-		c.retry()
-	}
-	c.retry = scheduler.NewTimerScheduler(ctx).SendOnce(d, ctx.Self(), retryPlacement{id: c.id, attempt: c.ex.Attempt})
-}
-
-func (c *child) disarm() {
-	if c.backstop != nil {
-		c.backstop()
-	}
-	if c.retry != nil {
-		c.retry()
-	}
+	c.retryAt = time.Now().Add(d)
+	c.lane.due(ctx, c.retryAt)
 }
 
 func (c *child) onMemberDown(ctx actor.Context, m *protocol.MemberDown) {
@@ -365,10 +382,8 @@ func (c *child) armBackstop(ctx actor.Context) {
 	if a, ok := c.cfg.Catalog.Action(c.ex.Action); ok && a.Timeout > 0 {
 		timeout = a.Timeout
 	}
-	if c.backstop != nil {
-		c.backstop()
-	}
-	c.backstop = scheduler.NewTimerScheduler(ctx).SendOnce(timeout+c.cfg.ReportGrace, ctx.Self(), backstopExpired{id: c.id, attempt: c.ex.Attempt})
+	c.backstopAt = time.Now().Add(timeout + c.cfg.ReportGrace)
+	c.lane.due(ctx, c.backstopAt)
 }
 
 func (c *child) onGrant(ctx actor.Context, g *protocol.SlotGrant) {
@@ -405,9 +420,7 @@ func (c *child) onGrant(ctx actor.Context, g *protocol.SlotGrant) {
 		TimeoutMs: action.Timeout.Milliseconds(), OwnerAddress: ctx.ActorSystem().Address(), OwnerNode: c.cfg.Node,
 		PackHash: hash, EntryRel: rel,
 	})
-	if c.retry != nil {
-		c.retry()
-	}
+	c.retryAt = time.Time{}
 	c.armBackstop(ctx)
 }
 

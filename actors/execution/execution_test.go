@@ -26,6 +26,7 @@ const wait = 10 * time.Second
 var actions = catalog{
 	"t.act":     {Ref: "t.act", Runtime: "test", Timeout: time.Minute},
 	"t.silent":  {Ref: "t.silent", Runtime: "test", Timeout: 50 * time.Millisecond},
+	"t.slow":    {Ref: "t.slow", Runtime: "test", Timeout: 2 * time.Second},
 	"t.python":  {Ref: "t.python", Runtime: "python", Timeout: time.Minute},
 	"t.echo":    {Ref: "t.echo", Runtime: "shell", Cmd: `printf '%s' "$TROUPE_PARAM_MESSAGE"`, Timeout: time.Minute},
 	"t.exit3":   {Ref: "t.exit3", Runtime: "shell", Cmd: "echo oops >&2; exit 3", Timeout: time.Minute},
@@ -121,7 +122,13 @@ func start(t *testing.T, rt *actortest.Runtime, o options) *env {
 // run stores a new execution of action and starts it.
 func (e *env) run(action string, params map[string]any) domain.ID {
 	e.t.Helper()
-	ex := &domain.Execution{ID: domain.NewID(time.Now()), Action: action, Runtime: actions[action].Runtime,
+	return e.runAs(domain.NewID(time.Now()), action, params)
+}
+
+// runAs is run with the execution's ID chosen by the test.
+func (e *env) runAs(id domain.ID, action string, params map[string]any) domain.ID {
+	e.t.Helper()
+	ex := &domain.Execution{ID: id, Action: action, Runtime: actions[action].Runtime,
 		Parameters: params, Node: "n1"}
 	if err := e.db.CreateExecution(ex); err != nil {
 		e.t.Fatal(err)
@@ -306,18 +313,22 @@ func TestReportAfterCompletionIsAcknowledgedAndChangesNothing(t *testing.T) {
 	}
 }
 
+// silentWorker grants every slot request, then swallows the assignment.
+func silentWorker(assigns *actortest.Count) func(ctx actor.Context, msg any) {
+	return func(ctx actor.Context, msg any) {
+		switch m := msg.(type) {
+		case *protocol.SlotRequest:
+			ctx.Send(actor.NewPID(m.OwnerAddress, protocol.ExecutionsActor), &protocol.SlotGrant{ExecutionId: m.ExecutionId,
+				Attempt: m.Attempt, WorkerNode: "w9", WorkerAddress: ctx.ActorSystem().Address()})
+		case *protocol.Assign:
+			assigns.Add()
+		}
+	}
+}
+
 func TestSilentWorkerIsGivenUpAfterTimeoutAndGrace(t *testing.T) {
 	var assigns actortest.Count
-	e := start(t, &actortest.Runtime{}, options{reportGrace: 50 * time.Millisecond,
-		fakeWorker: func(ctx actor.Context, msg any) { // grants, then swallows the assignment
-			switch m := msg.(type) {
-			case *protocol.SlotRequest:
-				ctx.Send(actor.NewPID(m.OwnerAddress, protocol.ExecutionsActor), &protocol.SlotGrant{ExecutionId: m.ExecutionId,
-					Attempt: m.Attempt, WorkerNode: "w9", WorkerAddress: ctx.ActorSystem().Address()})
-			case *protocol.Assign:
-				assigns.Add()
-			}
-		}})
+	e := start(t, &actortest.Runtime{}, options{reportGrace: 50 * time.Millisecond, fakeWorker: silentWorker(&assigns)})
 	began := time.Now()
 	id := e.run("t.silent", nil)
 	ex := e.waitEnd(id)
@@ -328,6 +339,38 @@ func TestSilentWorkerIsGivenUpAfterTimeoutAndGrace(t *testing.T) {
 	wantHistory(t, e.history(id), domain.StatusRequested, domain.StatusScheduled, domain.StatusAbandoned)
 	if n := assigns.Get(); n != 1 {
 		t.Fatalf("worker was assigned the execution %d times, want once", n)
+	}
+}
+
+// Executions that share a lane share its one timer: one whose deadline
+// comes first must not wait for an earlier execution's later deadline, and
+// the later one must still be kept once the first is gone.
+func TestExecutionsOfOneLaneAreGivenUpEachOnItsDeadline(t *testing.T) {
+	var assigns actortest.Count
+	e := start(t, &actortest.Runtime{}, options{reportGrace: 50 * time.Millisecond, fakeWorker: silentWorker(&assigns)})
+	slow, quick := domain.NewID(time.Now()), domain.NewID(time.Now())
+	quick[len(quick)-1] = slow[len(slow)-1] // the lane is chosen by the last byte
+	began := time.Now()
+	e.runAs(slow, "t.slow", nil)
+	actortest.WaitFor(t, wait, func() error {
+		if n := assigns.Get(); n != 1 {
+			return fmt.Errorf("%d assignments, want the slow execution's", n)
+		}
+		return nil
+	})
+	e.runAs(quick, "t.silent", nil)
+	q := e.waitEnd(quick)
+	e.wantEnd(q, domain.StatusAbandoned, "no report from worker w9 within 50ms after the action's timeout")
+	if s := e.execution(slow); s.Status != domain.StatusScheduled {
+		t.Fatalf("when the quick execution was given up the slow one was %s, want still scheduled", s.Status)
+	}
+	if took := q.FinishedAt.Sub(began); took >= 2*time.Second {
+		t.Fatalf("quick execution given up after %s, not before the slow one's deadline (2s)", took)
+	}
+	s := e.waitEnd(slow)
+	e.wantEnd(s, domain.StatusAbandoned, "no report from worker w9 within 50ms after the action's timeout")
+	if took := s.FinishedAt.Sub(began); took < 2050*time.Millisecond {
+		t.Fatalf("slow execution given up after %s, before its timeout (2s) plus the grace (50ms)", took)
 	}
 }
 
