@@ -79,7 +79,7 @@ func checkConfig(cmd *cobra.Command, cfg agentConfig) error {
 }
 
 // agentGCPercent is the collector's target (GOGC) of an agent whose
-// environment does not set one. A node allocates ~250 objects per
+// environment does not set one. A node allocates ~200 objects per
 // execution, and at Go's default of 100 collecting took ~9 % of its CPU
 // under load. At 150, in 5 interleaved pairs of webhook-noop, node CPU per
 // execution fell 4.6 % (by 1-7 % in every pair) and executions/s rose
