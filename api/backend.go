@@ -34,9 +34,11 @@ type Backend interface {
 	InstallPack(ctx context.Context, archive []byte) (p *domain.Pack, changed bool, err error)
 	// RemovePack uninstalls a pack from every member.
 	RemovePack(ctx context.Context, ref string) error
+	// Ready is nil once recovery finished, packs are loaded and the node
+	// has joined its cluster; otherwise the reason (GET /readyz).
 	Ready() error
 	// Members is this node's view of the cluster, itself included.
-	Members(ctx context.Context) ([]MemberView, error) // nil once recovery finished and packs are loaded; otherwise the reason
+	Members(ctx context.Context) ([]MemberView, error)
 }
 
 // ListQuery selects one page of a list; empty fields do not filter. The

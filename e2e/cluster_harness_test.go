@@ -107,10 +107,13 @@ func NewCluster(t *testing.T, size int, opts ...ClusterOption) *Cluster {
 	return c
 }
 
-// Start starts node n, prepared by NewCluster, and waits until it is ready.
+// Start starts node n, prepared by NewCluster, and waits until it takes
+// work: until it is ready, or, when none of its seeds is up yet, until it
+// runs alone and keeps trying them.
 func (c *Cluster) Start(n *Node) {
 	c.t.Helper()
-	n.start()
+	n.spawn()
+	n.waitUp()
 }
 
 // Spawn starts node n, prepared by NewCluster, without waiting for it.

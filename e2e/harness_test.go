@@ -112,13 +112,36 @@ func (n *Node) spawn() {
 // test when the process exits first.
 func (n *Node) waitReady() {
 	n.t.Helper()
+	n.waitStarted(func(err error) error { return err })
+}
+
+// waitUp waits until the spawned process takes work: it is ready, or not
+// ready only because none of its seeds has answered yet, as a node whose
+// seeds are not started is.
+func (n *Node) waitUp() {
+	n.t.Helper()
+	n.waitStarted(func(err error) error {
+		if err != nil && strings.Contains(err.Error(), notJoined) {
+			return nil
+		}
+		return err
+	})
+}
+
+// notJoined is what /readyz says of a node still trying its seeds.
+const notJoined = "not yet joined any of its seeds"
+
+// waitStarted waits until ok accepts what /readyz answers; it fails the
+// test when the process exits first.
+func (n *Node) waitStarted(ok func(error) error) {
+	n.t.Helper()
 	waitFor(n.t, 30*time.Second, func() error {
 		select {
 		case <-n.exited:
 			n.t.Fatalf("node %s exited during start: %v\n%s", n.Name, n.cmd.ProcessState, n.Log())
 		default:
 		}
-		return n.Client.Ready(context.Background())
+		return ok(n.Client.Ready(context.Background()))
 	})
 }
 

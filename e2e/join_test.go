@@ -1,11 +1,16 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/domain"
 )
 
 // TestClusterSameJoinListEverywhere: three nodes are each given the same
@@ -49,6 +54,22 @@ func TestClusterSameJoinListEverywhere(t *testing.T) {
 					t.Errorf("n1's log does not say %q", want)
 				}
 			}
+			// Alone, n1 is not ready, naming the seeds it waits for, yet
+			// it takes and runs work as a cluster of one.
+			err := n1.Client.Ready(t.Context())
+			if ae, ok := errors.AsType[*api.Error](err); !ok || ae.Status != http.StatusServiceUnavailable || ae.Code != api.CodeNotReady {
+				t.Errorf("n1's /readyz while alone: %#v; want 503 %s", err, api.CodeNotReady)
+			}
+			for _, want := range []string{notJoined, c.Node("n2").GossipAddr, c.Node("n3").GossipAddr} {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("n1's /readyz while alone: %v; want it to say %q", err, want)
+				}
+			}
+			run, err := n1.Client.Run(t.Context(), "core.noop", nil)
+			if err != nil {
+				t.Fatalf("run on n1 while alone: %v", err)
+			}
+			n1.WaitExecution(run.ID.String(), domain.StatusSucceeded, 10*time.Second)
 			c.Start(c.Node("n2"))
 			c.Start(c.Node("n3"))
 		}},
@@ -78,6 +99,9 @@ func TestClusterSameJoinListEverywhere(t *testing.T) {
 				if line := logLine(n, "joined the cluster"); line != "" {
 					t.Logf("%s started alone, then: %s", n.Name, line)
 				}
+				// Joined, every node is ready: Start waited only until it
+				// took work, alone or not.
+				waitFor(t, 5*time.Second, func() error { return n.Client.Ready(t.Context()) })
 				out, code := troupe(t, n, "members")
 				if code != 0 || strings.Count(out, "alive") != 3 || !strings.Contains(out, n.Name+" (self)") {
 					t.Errorf("`troupe members` on %s exited %d:\n%s\nwant three members alive", n.Name, code, out)

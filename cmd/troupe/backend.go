@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -27,7 +28,7 @@ const acceptTimeout = 30 * time.Second
 // accepting refuses new work until recovery has finished, so nothing new
 // overtakes the executions a restart must resolve first.
 func (b *backend) accepting() error {
-	if err := b.Ready(); err != nil {
+	if err := b.takesWork(); err != nil {
 		return api.NewError(api.CodeNotReady, "node %s is not accepting work: %v", b.n.cfg.NodeName, err)
 	}
 	return nil
@@ -287,10 +288,26 @@ func (b *backend) InstallPack(_ context.Context, archive []byte) (*domain.Pack, 
 
 func (b *backend) RemovePack(_ context.Context, ref string) error { return b.n.packs.Remove(ref) }
 
-// Ready is the node's own state first (starting, shutting down), then its
-// store's health: a store that cannot take writes makes the node refuse
-// webhooks and runs, saying why, before Pebble would fail it.
+// Ready is whether the node takes work, then whether it has joined the
+// cluster it was told to be part of. A node none of whose seeds answered
+// still takes webhooks and runs (it runs them itself, as a cluster of one),
+// but a load balancer should send them to the members that have met each
+// other, and a rolling restart should wait for the join.
 func (b *backend) Ready() error {
+	if err := b.takesWork(); err != nil {
+		return err
+	}
+	if seeds := b.n.gossip.Joining(); len(seeds) > 0 {
+		return fmt.Errorf("not yet joined any of its seeds %s; it runs alone meanwhile and keeps trying them",
+			strings.Join(seeds, ", "))
+	}
+	return nil
+}
+
+// takesWork is the node's own state first (starting, shutting down), then
+// its store's health: a store that cannot take writes makes the node refuse
+// webhooks and runs, saying why, before Pebble would fail it.
+func (b *backend) takesWork() error {
 	if err := b.n.ready.Load(); err != nil {
 		return *err
 	}
