@@ -12,6 +12,10 @@ type Backend interface {
 	Webhook(ctx context.Context, name string, headers map[string]string, body any) (domain.ID, error)
 	// Run creates an ad-hoc execution (status requested). Errors: domain.ErrNotFound for an unknown action; *domain.ParamError for invalid parameters.
 	Run(ctx context.Context, action string, params map[string]any) (*domain.Execution, error)
+	// Rerun creates an execution of execution id's action with its
+	// parameters, params overriding them one by one, marked as a re-run of
+	// it. Errors: those of Run, and domain.ErrNotFound for an unknown execution.
+	Rerun(ctx context.Context, id domain.ID, params map[string]any) (*domain.Execution, error)
 	Execution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error)
 	// WaitExecution blocks until the execution is terminal or ctx ends, then returns its current record and history.
 	WaitExecution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error)

@@ -22,9 +22,11 @@ type Client struct {
 	// HTTP sends the requests. It should have no overall Timeout, or one
 	// above the long polls it is used for; contexts bound each call.
 	HTTP *http.Client
-	// Local asks the node for its own records only (`?local=true` on
-	// reads; writes are never cluster-wide); nodes use it among themselves
-	// when they merge a cluster-wide answer.
+	// Local asks the node for its own records only (`?local=true` on reads
+	// and re-runs; other writes are never cluster-wide): a read answers from
+	// them, a re-run runs only an execution of them. Nodes use it among
+	// themselves when they merge a cluster-wide answer or look for a
+	// record's owner.
 	Local bool
 }
 
@@ -53,6 +55,19 @@ func (c *Client) Webhook(ctx context.Context, name string, body any) (string, er
 func (c *Client) Run(ctx context.Context, action string, params map[string]any) (*ExecutionView, error) {
 	var out *ExecutionView
 	err := c.do(ctx, http.MethodPost, "/api/v1/executions", nil, runRequest{Action: action, Parameters: params}, &out)
+	return out, err
+}
+
+// Rerun runs execution id's action again with its parameters, params
+// overriding them one by one, on the node that owns it; the new execution
+// names id as the one it re-runs.
+func (c *Client) Rerun(ctx context.Context, id string, params map[string]any) (*ExecutionView, error) {
+	var q url.Values
+	if c.Local {
+		q = url.Values{"local": {"true"}}
+	}
+	var out *ExecutionView
+	err := c.do(ctx, http.MethodPost, "/api/v1/executions/"+url.PathEscape(id)+"/rerun", q, rerunRequest{Parameters: params}, &out)
 	return out, err
 }
 

@@ -11,9 +11,10 @@ import (
 )
 
 // TestNotServedRefusesAllButProbesAndMembers: a node without the api role
-// answers its probes, its metrics and the other members' GET ?local=true
-// queries; every other request, a webhook or a run with ?local=true
-// included, gets NotServed's error.
+// answers its probes, its metrics and the other members' ?local=true
+// queries and re-runs (it owns the executions it runs again); every other
+// request, a webhook or a run with ?local=true included, gets NotServed's
+// error.
 func TestNotServedRefusesAllButProbesAndMembers(t *testing.T) {
 	cfg := api.DefaultConfig()
 	cfg.NotServed = func() error {
@@ -38,6 +39,8 @@ func TestNotServedRefusesAllButProbesAndMembers(t *testing.T) {
 		{"POST", "/api/v1/webhooks/hook", `{}`, 421},
 		{"POST", "/api/v1/webhooks/hook?local=true", `{}`, 421},
 		{"POST", "/api/v1/executions?local=true", `{"action": "demo.echo", "parameters": {"message": "hi"}}`, 421},
+		{"POST", "/api/v1/executions/" + ex.ID.String() + "/rerun", "", 421},
+		{"POST", "/api/v1/executions/" + ex.ID.String() + "/rerun?local=true", "", 201},
 		{"GET", "/api/v1/nowhere", "", 404},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
@@ -52,15 +55,16 @@ func TestNotServedRefusesAllButProbesAndMembers(t *testing.T) {
 	}
 	exs, _ := n.b.Executions(t.Context(), api.ListQuery{Limit: 10})
 	evs, _ := n.b.Events(t.Context(), api.ListQuery{Limit: 10})
-	if len(exs.Items) != 1 || len(evs.Items) != 1 {
-		t.Errorf("%d executions and %d events after refused runs and webhooks, want the seeded one of each", len(exs.Items), len(evs.Items))
+	if len(exs.Items) != 2 || len(evs.Items) != 1 {
+		t.Errorf("%d executions and %d events after refused runs and webhooks, want the seeded one of each and the member's re-run", len(exs.Items), len(evs.Items))
 	}
 }
 
-// TestLocalClientMarksReadsOnly: ?local=true scopes what a node lists to
-// its own records; a write is never cluster-wide, so it goes without, and
-// the node is not made to parse a query per webhook.
-func TestLocalClientMarksReadsOnly(t *testing.T) {
+// TestLocalClientMarksReadsAndReruns: ?local=true scopes what a node
+// lists, and the executions it re-runs, to its own records; any other write
+// is never cluster-wide, so it goes without, and the node is not made to
+// parse a query per webhook.
+func TestLocalClientMarksReadsAndReruns(t *testing.T) {
 	b := apitest.New(apitest.Catalog()...)
 	var mu sync.Mutex
 	queries := map[string]string{}
@@ -87,11 +91,15 @@ func TestLocalClientMarksReadsOnly(t *testing.T) {
 	if _, err := c.Executions(t.Context(), api.ListQuery{}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.Rerun(t.Context(), e.ID.String(), nil); err != nil {
+		t.Fatal(err)
+	}
 	for req, want := range map[string]string{
-		"POST /api/v1/webhooks/hook":              "",
-		"POST /api/v1/executions":                 "",
-		"GET /api/v1/executions/" + e.ID.String(): "local=true",
-		"GET /api/v1/executions":                  "local=true",
+		"POST /api/v1/webhooks/hook":                          "",
+		"POST /api/v1/executions":                             "",
+		"GET /api/v1/executions/" + e.ID.String():             "local=true",
+		"GET /api/v1/executions":                              "local=true",
+		"POST /api/v1/executions/" + e.ID.String() + "/rerun": "local=true",
 	} {
 		if got, ok := queries[req]; !ok || got != want {
 			t.Errorf("%s sent query %q (seen %v), want %q", req, got, ok, want)

@@ -43,8 +43,8 @@ type Config struct {
 	// over the node's registry).
 	Metrics http.Handler
 	// NotServed, when set, is asked before every request except /healthz,
-	// /readyz, /metrics and the members' own queries to each other (GET
-	// with ?local=true); an error it returns is the answer. A node without
+	// /readyz, /metrics and the members' own requests to each other (GETs
+	// and re-runs with ?local=true); an error it returns is the answer. A node without
 	// the api role refuses its clients this way, naming the members that
 	// serve them. Default nil: everything is served.
 	NotServed func() error
@@ -124,6 +124,7 @@ func (s *Server) routes() {
 	s.route("POST /api/v1/executions", s.run)
 	s.route("GET /api/v1/executions", list(s.b.Executions, executionItem, validID, "action", "status", "rule", "event"))
 	s.route("GET /api/v1/executions/{id}", s.execution)
+	s.route(rerunRoute, s.rerun)
 	s.route("GET /api/v1/stream", s.stream)
 	s.route("GET /api/v1/events", list(s.b.Events, same[*domain.Event], validID, "trigger"))
 	s.route("GET /api/v1/events/{id}", get("event", "id", domain.ParseID, s.b.Event))
@@ -210,6 +211,10 @@ type endpoint func(w http.ResponseWriter, r *http.Request) (int, any, error)
 // the node's operator's, not the API's clients'.
 var ungated = []string{"GET /healthz", "GET /readyz"}
 
+// rerunRoute is the one write members send each other (with ?local=true):
+// a re-run is done by the node that owns the execution, whatever its roles.
+const rerunRoute = "POST /api/v1/executions/{id}/rerun"
+
 func (s *Server) route(pattern string, e endpoint) {
 	gated := s.cfg.NotServed != nil && !slices.Contains(ungated, pattern)
 	s.mux.Handle(pattern, s.instrument(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -218,7 +223,7 @@ func (s *Server) route(pattern string, e endpoint) {
 		if local {
 			r = r.WithContext(withLocal(r.Context()))
 		}
-		if gated && !(local && r.Method == http.MethodGet) {
+		if gated && !(local && (r.Method == http.MethodGet || pattern == rerunRoute)) {
 			if err := s.cfg.NotServed(); err != nil {
 				s.fail(w, r, err)
 				return
@@ -396,6 +401,30 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	e, err := s.b.Run(r.Context(), req.Action, req.Parameters)
 	if err != nil {
 		return 0, nil, named(err, "action", req.Action)
+	}
+	return http.StatusCreated, executionView(e, nil), nil
+}
+
+// rerunRequest is the body of POST /api/v1/executions/{id}/rerun, which may
+// also be empty.
+type rerunRequest struct {
+	Parameters map[string]any `json:"parameters,omitempty"`
+}
+
+func (s *Server) rerun(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	id, err := domain.ParseID(r.PathValue("id"))
+	if err != nil {
+		return 0, nil, newError(CodeBadRequest, "%v", err)
+	}
+	var req rerunRequest
+	if r.ContentLength != 0 {
+		if err := s.decode(w, r, &req); err != nil {
+			return 0, nil, err
+		}
+	}
+	e, err := s.b.Rerun(r.Context(), id, req.Parameters)
+	if err != nil {
+		return 0, nil, named(err, "execution", id.String())
 	}
 	return http.StatusCreated, executionView(e, nil), nil
 }

@@ -522,3 +522,54 @@ func TestNewClientAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestRerun: a re-run answers the new execution, named as a re-run of the
+// first, its secrets masked; the record keeps the first's parameters, the
+// overrides replacing single ones, and the body may be left out.
+func TestRerun(t *testing.T) {
+	n := start(t, api.DefaultConfig())
+	orig, _, _ := n.seed()
+	path := "/api/v1/executions/" + orig.ID.String() + "/rerun"
+
+	code, _, body := n.call(t, "POST", path, "")
+	if code != http.StatusCreated {
+		t.Fatalf("rerun without a body: %d %s", code, body)
+	}
+	var v api.ExecutionView
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.RerunOf != orig.ID || v.ID == orig.ID || v.Rule != "" || v.Parameters["password"] != api.Masked {
+		t.Errorf("rerun answered %s", body)
+	}
+	again, err := n.c.Rerun(t.Context(), orig.ID.String(), map[string]any{"message": "again"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[domain.ID]map[string]any{
+		v.ID:     {"message": "hi", "password": "hunter2", "greeting": "hello"},
+		again.ID: {"message": "again", "password": "hunter2", "greeting": "hello"},
+	} {
+		stored, _, err := n.b.Execution(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(stored.Parameters) != fmt.Sprint(want) || stored.RerunOf != orig.ID {
+			t.Errorf("re-run %s stored parameters %v, rerun_of %s; want %v, %s", id, stored.Parameters, stored.RerunOf, want, orig.ID)
+		}
+	}
+
+	missing := domain.NewID(time.Now())
+	for _, tc := range []struct{ path, body, code, want string }{
+		{"/api/v1/executions/" + missing.String() + "/rerun", "", "not_found", missing.String()},
+		{"/api/v1/executions/nope/rerun", "", "bad_request", "nope"},
+		{path, `{"params": {}}`, "bad_request", `"params"`},
+		{path, `{"parameters": {"colour": "red"}}`, "invalid_parameters", "colour"},
+	} {
+		code, _, body := n.call(t, "POST", tc.path, tc.body, "Content-Type", "application/json")
+		var env struct{ Error *api.Error }
+		if json.Unmarshal(body, &env) != nil || env.Error == nil || env.Error.Code != tc.code || !strings.Contains(env.Error.Message, tc.want) {
+			t.Errorf("POST %s %s: %d %s; want %s naming %q", tc.path, tc.body, code, body, tc.code, tc.want)
+		}
+	}
+}

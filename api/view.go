@@ -29,6 +29,7 @@ type ExecutionView struct {
 	FinishedAt  *time.Time     `json:"finished_at"`
 	Error       string         `json:"error,omitempty"`
 	Result      *domain.Result `json:"result"`
+	RerunOf     domain.ID      `json:"rerun_of,omitzero"`
 	// History is the committed transitions, oldest first; lists leave it out.
 	History []domain.HistoryEntry `json:"history,omitempty"`
 }
@@ -52,7 +53,7 @@ func executionView(e *domain.Execution, history []domain.HistoryEntry) *Executio
 		Rule: e.Rule, Event: e.Event, Enforcement: e.Enforcement,
 		Node: e.Node, Worker: e.Worker,
 		CreatedAt: e.CreatedAt, StartedAt: e.StartedAt, FinishedAt: e.FinishedAt,
-		Error: e.Error, Result: e.Result, History: history,
+		Error: e.Error, Result: e.Result, RerunOf: e.RerunOf, History: history,
 	}
 }
 
@@ -131,5 +132,6 @@ type MemberView struct {
 func (v *ExecutionView) Execution() *domain.Execution {
 	return &domain.Execution{ID: v.ID, Action: v.Action, Runtime: v.Runtime, Status: v.Status, Parameters: v.Parameters,
 		Attempt: v.Attempt, Rule: v.Rule, Event: v.Event, Enforcement: v.Enforcement, Node: v.Node, Worker: v.Worker,
-		CreatedAt: v.CreatedAt, StartedAt: v.StartedAt, FinishedAt: v.FinishedAt, Error: v.Error, Result: v.Result}
+		CreatedAt: v.CreatedAt, StartedAt: v.StartedAt, FinishedAt: v.FinishedAt, Error: v.Error, Result: v.Result,
+		RerunOf: v.RerunOf}
 }

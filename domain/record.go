@@ -84,4 +84,7 @@ type Execution struct {
 	Result      *Result    `json:"result,omitempty"`
 	// Secret lists parameter names whose values must never be shown.
 	Secret []string `json:"secret,omitempty"`
+	// RerunOf is the execution this one runs again, when it was created by
+	// a re-run of it.
+	RerunOf ID `json:"rerun_of,omitzero"`
 }

@@ -180,7 +180,8 @@ func executionPB(ex *domain.Execution) (*recordpb.Execution, error) {
 	m := &recordpb.Execution{Id: idBytes(&ex.ID), Action: ex.Action, Runtime: ex.Runtime, Status: string(ex.Status),
 		ParametersJson: params, Attempt: int64(ex.Attempt), Seq: ex.Seq, Rule: ex.Rule, Event: idBytes(&ex.Event),
 		Enforcement: idBytes(&ex.Enforcement), Node: ex.Node, Worker: ex.Worker, CreatedUnixNano: nanos(ex.CreatedAt),
-		StartedUnixNano: nanosOf(ex.StartedAt), FinishedUnixNano: nanosOf(ex.FinishedAt), Error: ex.Error, Secret: ex.Secret}
+		StartedUnixNano: nanosOf(ex.StartedAt), FinishedUnixNano: nanosOf(ex.FinishedAt), Error: ex.Error, Secret: ex.Secret,
+		RerunOf: idBytes(&ex.RerunOf)}
 	if r := ex.Result; r != nil {
 		m.Result = &recordpb.Result{ExitCode: int64(r.ExitCode), Stdout: r.Stdout, Stderr: r.Stderr, OutputJson: r.Output}
 	}
@@ -196,6 +197,9 @@ func fromExecutionPB(m *recordpb.Execution, ex *domain.Execution) error {
 		return err
 	}
 	if ex.Enforcement, err = idOf(m.Enforcement, "enforcement"); err != nil {
+		return err
+	}
+	if ex.RerunOf, err = idOf(m.RerunOf, "rerun_of"); err != nil {
 		return err
 	}
 	if ex.Parameters, err = objectOf(m.ParametersJson); err != nil {

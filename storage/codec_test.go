@@ -22,6 +22,7 @@ func codecRecords() []any {
 	full.Status, full.Seq, full.Attempt, full.Worker, full.Error = domain.StatusFailed, 4, 2, "w1", "exit 3"
 	full.Parameters = map[string]any{"cmd": "echo", "n": 2.0}
 	full.StartedAt, full.FinishedAt, full.Secret = &started, &finished, []string{"password"}
+	full.RerunOf = domain.NewID(base)
 	full.Result = &domain.Result{ExitCode: 3, Stdout: "out", Stderr: "err", Output: json.RawMessage(`{"a":1}`)}
 	bare := domain.Execution{ID: exs[0].ID, Action: "core.noop", Runtime: "builtin", Status: domain.StatusRequested,
 		Parameters: map[string]any{}, Attempt: 1, Seq: 1, Node: "n1", CreatedAt: at}

@@ -157,12 +157,35 @@ func (b *Backend) Webhook(_ context.Context, name string, headers map[string]str
 // Run checks params against the action's declared parameters (known,
 // required, defaults) and stores a requested execution.
 func (b *Backend) Run(_ context.Context, ref string, params map[string]any) (*domain.Execution, error) {
+	return b.run(func() (string, map[string]any, domain.ID, error) { return ref, params, domain.ID{}, nil })
+}
+
+// Rerun creates an execution of id's action with its parameters, params
+// overriding them.
+func (b *Backend) Rerun(_ context.Context, id domain.ID, params map[string]any) (*domain.Execution, error) {
+	return b.run(func() (string, map[string]any, domain.ID, error) {
+		x, ok := b.executions[id]
+		if !ok {
+			return "", nil, id, fmt.Errorf("execution %s: %w", id, domain.ErrNotFound)
+		}
+		merged := maps.Clone(x.e.Parameters)
+		maps.Copy(merged, params)
+		return x.e.Action, merged, id, nil
+	})
+}
+
+// run creates the execution what describes, with b.mu held, then tells OnRun.
+func (b *Backend) run(what func() (ref string, params map[string]any, rerunOf domain.ID, err error)) (*domain.Execution, error) {
 	b.mu.Lock()
 	if b.Err != nil {
 		b.mu.Unlock()
 		return nil, b.Err
 	}
-	e, err := b.create(ref, params)
+	ref, params, rerunOf, err := what()
+	var e *domain.Execution
+	if err == nil {
+		e, err = b.create(ref, params, rerunOf)
+	}
 	b.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -173,7 +196,7 @@ func (b *Backend) Run(_ context.Context, ref string, params map[string]any) (*do
 	return e, nil
 }
 
-func (b *Backend) create(ref string, params map[string]any) (*domain.Execution, error) {
+func (b *Backend) create(ref string, params map[string]any, rerunOf domain.ID) (*domain.Execution, error) {
 	a := b.action(ref)
 	if a == nil {
 		return nil, fmt.Errorf("action %q: %w", ref, domain.ErrNotFound)
@@ -195,7 +218,7 @@ func (b *Backend) create(ref string, params map[string]any) (*domain.Execution, 
 	now := time.Now()
 	e := &domain.Execution{
 		ID: domain.NewID(now), Action: ref, Runtime: a.Runtime, Status: domain.StatusRequested,
-		Parameters: vals, Attempt: 1, Seq: 1, Node: b.Node, CreatedAt: now, Secret: a.SecretParams(),
+		Parameters: vals, Attempt: 1, Seq: 1, Node: b.Node, CreatedAt: now, Secret: a.SecretParams(), RerunOf: rerunOf,
 	}
 	b.executions[e.ID] = execution{e, []domain.HistoryEntry{{Status: e.Status, At: now, Attempt: 1, Seq: 1, Node: b.Node}}}
 	return e, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -138,6 +139,43 @@ func (b *backend) accept(pid *actor.PID, ev *domain.Event) (*protocol.EventAccep
 }
 
 func (b *backend) Run(ctx context.Context, ref string, params map[string]any) (*domain.Execution, error) {
+	return b.run(ref, params, domain.ID{})
+}
+
+// Rerun runs the action of execution id again, here when the execution is
+// this node's and on its owner otherwise: only the owner holds the values
+// of its secret parameters, and the new execution is kept beside the one
+// it re-runs. params override the original's parameters, one by one.
+func (b *backend) Rerun(ctx context.Context, id domain.ID, params map[string]any) (*domain.Execution, error) {
+	// The owner's refusal (invalid parameters, overloaded) is the answer:
+	// clusterGet passes a member's API error on, and the API answers it.
+	return clusterGet(ctx, b, func() (*domain.Execution, error) {
+		orig, err := b.n.store.Execution(id)
+		if err != nil {
+			return nil, err
+		}
+		merged := maps.Clone(orig.Parameters)
+		if merged == nil {
+			merged = map[string]any{}
+		}
+		maps.Copy(merged, params)
+		ex, err := b.run(orig.Action, merged, id)
+		if errors.Is(err, domain.ErrNotFound) { // the action is gone, not the execution
+			err = api.NewError(api.CodeConflict, "execution %s ran action %s, which is no longer installed; install its pack to run it again", id, orig.Action)
+		}
+		return ex, err
+	}, func(ctx context.Context, c *api.Client) (*domain.Execution, error) {
+		v, err := c.Rerun(ctx, id.String(), params)
+		if err != nil {
+			return nil, err
+		}
+		return v.Execution(), nil
+	})
+}
+
+// run creates an execution of action ref and starts it; rerunOf, when not
+// zero, is the execution it runs again.
+func (b *backend) run(ref string, params map[string]any, rerunOf domain.ID) (*domain.Execution, error) {
 	if err := b.accepting(); err != nil {
 		return nil, err
 	}
@@ -154,7 +192,7 @@ func (b *backend) Run(ctx context.Context, ref string, params map[string]any) (*
 	}
 	now := time.Now().UTC()
 	ex := &domain.Execution{ID: domain.NewID(now), Action: ref, Runtime: action.Runtime, Status: domain.StatusRequested,
-		Parameters: valid, Attempt: 1, Node: b.n.cfg.NodeName, CreatedAt: now, Secret: action.SecretParams()}
+		Parameters: valid, Attempt: 1, Node: b.n.cfg.NodeName, CreatedAt: now, Secret: action.SecretParams(), RerunOf: rerunOf}
 	if err := b.n.store.CreateExecution(ex); err != nil {
 		return nil, fmt.Errorf("store execution: %w", err)
 	}

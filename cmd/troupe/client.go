@@ -21,68 +21,90 @@ import (
 
 func (o *cli) client() *api.Client { return api.NewClient(o.addr) }
 
-func newRunCommand(o *cli) *cobra.Command {
-	var async bool
-	var timeout time.Duration
-	cmd := &cobra.Command{
-		Use:   "run REF [key=value | key=@file ...]",
-		Short: "Run an action and wait for its result",
-		Long: `Run an action and wait for its result.
-
-A value is JSON when it parses as JSON (42, true, null, "quoted", {"a": 1}, [1, 2]),
+// paramsHelp is how `run` and `execution rerun` read key=value arguments.
+const paramsHelp = `A value is JSON when it parses as JSON (42, true, null, "quoted", {"a": 1}, [1, 2]),
 otherwise the text itself. key=@file reads the value from file, typed the same way;
 key=@@text passes the literal text @text.
 
 Exit codes: 0 succeeded; 1 another terminal status; 2 usage or API error, or
---timeout passed before the execution ended (it goes on).`,
+--timeout passed before the execution ended (it goes on).`
+
+func newRunCommand(o *cli) *cobra.Command {
+	return startCommand(o, &cobra.Command{
+		Use:     "run REF [key=value | key=@file ...]",
+		Short:   "Run an action and wait for its result",
+		Long:    "Run an action and wait for its result.\n\n" + paramsHelp,
 		Example: "  troupe run core.local cmd='uname -a'\n  troupe run demo.deploy hosts='[\"a\",\"b\"]' config=@deploy.json --timeout 5m",
-		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			params, err := parseParams(args[1:], os.ReadFile)
-			if err != nil {
-				return err
-			}
-			c := o.client()
-			e, err := c.Run(cmd.Context(), args[0], params)
-			if err != nil {
-				return err
-			}
-			if async {
-				if o.output == "json" {
-					return writeJSON(o.stdout, e)
-				}
-				_, err := fmt.Fprintln(o.stdout, e.ID)
-				return err
-			}
-			ctx := cmd.Context()
-			if timeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, timeout)
-				defer cancel()
-			}
-			final, err := c.Wait(ctx, e.ID.String())
-			switch {
-			case err != nil && cmd.Context().Err() != nil:
-				return fmt.Errorf("interrupted; execution %s goes on (troupe execution get %s)", e.ID, e.ID)
-			case errors.Is(err, context.DeadlineExceeded):
-				// The poll in flight was cut short, so ask once more for the
-				// status to report.
-				ctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 5*time.Second)
-				defer cancel()
-				if cur, err := c.Execution(ctx, e.ID.String(), 0); err == nil {
-					final = cur
-				}
-				return fmt.Errorf("gave up after %s: execution %s is still %s (troupe execution get %s)", timeout, e.ID, cmp.Or(final, e).Status, e.ID)
-			case err != nil:
-				return err
-			}
+	}, (*api.Client).Run)
+}
+
+// rerunCommand is `troupe execution rerun`.
+func rerunCommand(o *cli) *cobra.Command {
+	return startCommand(o, &cobra.Command{
+		Use:   "rerun ID [key=value | key=@file ...]",
+		Short: "Run an execution's action again with its parameters, and wait for the result",
+		Long: `Run an execution's action again with the same parameters, secret ones
+included, and wait for the result. key=value arguments replace single
+parameters. The new execution is kept on the node that owns the first
+one, and names it as rerun_of.
+
+` + paramsHelp,
+		Example: "  troupe execution rerun 01M8B0Q5ZC7J3RB3XG5AW0N3PZ\n  troupe execution rerun 01M8B0Q5ZC7J3RB3XG5AW0N3PZ hosts='[\"b\"]'",
+	}, (*api.Client).Rerun)
+}
+
+// startCommand completes cmd, whose first argument names what start
+// starts (an action, an execution to run again) and whose others are
+// parameters: it starts an execution, then waits for it and prints it.
+func startCommand(o *cli, cmd *cobra.Command, start func(*api.Client, context.Context, string, map[string]any) (*api.ExecutionView, error)) *cobra.Command {
+	var async bool
+	var timeout time.Duration
+	cmd.Args = cobra.MinimumNArgs(1)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		params, err := parseParams(args[1:], os.ReadFile)
+		if err != nil {
+			return err
+		}
+		c := o.client()
+		e, err := start(c, cmd.Context(), args[0], params)
+		if err != nil {
+			return err
+		}
+		if async {
 			if o.output == "json" {
-				err = writeJSON(o.stdout, final)
-			} else {
-				err = printExecution(o.stdout, final, false)
+				return writeJSON(o.stdout, e)
 			}
-			return cmp.Or(err, outcome(final.Status))
-		},
+			_, err := fmt.Fprintln(o.stdout, e.ID)
+			return err
+		}
+		ctx := cmd.Context()
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		final, err := c.Wait(ctx, e.ID.String())
+		switch {
+		case err != nil && cmd.Context().Err() != nil:
+			return fmt.Errorf("interrupted; execution %s goes on (troupe execution get %s)", e.ID, e.ID)
+		case errors.Is(err, context.DeadlineExceeded):
+			// The poll in flight was cut short, so ask once more for the
+			// status to report.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 5*time.Second)
+			defer cancel()
+			if cur, err := c.Execution(ctx, e.ID.String(), 0); err == nil {
+				final = cur
+			}
+			return fmt.Errorf("gave up after %s: execution %s is still %s (troupe execution get %s)", timeout, e.ID, cmp.Or(final, e).Status, e.ID)
+		case err != nil:
+			return err
+		}
+		if o.output == "json" {
+			err = writeJSON(o.stdout, final)
+		} else {
+			err = printExecution(o.stdout, final, false)
+		}
+		return cmp.Or(err, outcome(final.Status))
 	}
 	cmd.Flags().BoolVar(&async, "async", false, "print the execution ID and return without waiting")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "stop waiting after this long (0 waits until the execution ends)")
@@ -252,7 +274,7 @@ func resourceCommands(o *cli) []*cobra.Command {
 		},
 		show: func(w io.Writer, e *api.ExecutionView) error { return printExecution(w, e, true) },
 	}.command(o)
-	executions.AddCommand(watchCommand(o))
+	executions.AddCommand(watchCommand(o), rerunCommand(o))
 	return []*cobra.Command{
 		executions,
 		resource[*domain.Event]{

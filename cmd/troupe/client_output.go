@@ -95,6 +95,7 @@ func printExecution(w io.Writer, e *api.ExecutionView, full bool) error {
 	if full {
 		fs = append(fs, field{"runtime", e.Runtime}, field{"attempt", strconv.Itoa(e.Attempt)},
 			field{"rule", e.Rule}, field{"event", idText(e.Event)}, field{"enforcement", idText(e.Enforcement)},
+			field{"rerun of", idText(e.RerunOf)},
 			field{"node", e.Node}, field{"worker", e.Worker}, field{"created", timeText(e.CreatedAt)},
 			field{"started", timePtrText(e.StartedAt)}, field{"finished", timePtrText(e.FinishedAt)},
 			field{"parameters", jsonText(e.Parameters)})

@@ -399,6 +399,7 @@ type Execution struct {
 	Error            string                 `protobuf:"bytes,16,opt,name=error,proto3" json:"error,omitempty"`
 	Result           *Result                `protobuf:"bytes,17,opt,name=result,proto3" json:"result,omitempty"`
 	Secret           []string               `protobuf:"bytes,18,rep,name=secret,proto3" json:"secret,omitempty"`
+	RerunOf          []byte                 `protobuf:"bytes,19,opt,name=rerun_of,json=rerunOf,proto3" json:"rerun_of,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -559,6 +560,13 @@ func (x *Execution) GetSecret() []string {
 	return nil
 }
 
+func (x *Execution) GetRerunOf() []byte {
+	if x != nil {
+		return x.RerunOf
+	}
+	return nil
+}
+
 var File_storage_internal_recordpb_record_proto protoreflect.FileDescriptor
 
 const file_storage_internal_recordpb_record_proto_rawDesc = "" +
@@ -595,7 +603,7 @@ const file_storage_internal_recordpb_record_proto_rawDesc = "" +
 	"\aattempt\x18\x03 \x01(\x03R\aattempt\x12\x10\n" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04node\x18\x05 \x01(\tR\x04node\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\"\x96\x04\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\xb1\x04\n" +
 	"\tExecution\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12\x18\n" +
@@ -615,7 +623,8 @@ const file_storage_internal_recordpb_record_proto_rawDesc = "" +
 	"\x12finished_unix_nano\x18\x0f \x01(\x03R\x10finishedUnixNano\x12\x14\n" +
 	"\x05error\x18\x10 \x01(\tR\x05error\x12.\n" +
 	"\x06result\x18\x11 \x01(\v2\x16.troupe.storage.ResultR\x06result\x12\x16\n" +
-	"\x06secret\x18\x12 \x03(\tR\x06secretB6Z4github.com/troupehq/troupe/storage/internal/recordpbb\x06proto3"
+	"\x06secret\x18\x12 \x03(\tR\x06secret\x12\x19\n" +
+	"\brerun_of\x18\x13 \x01(\fR\arerunOfB6Z4github.com/troupehq/troupe/storage/internal/recordpbb\x06proto3"
 
 var (
 	file_storage_internal_recordpb_record_proto_rawDescOnce sync.Once
