@@ -19,6 +19,13 @@ type Backend interface {
 	Execution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error)
 	// WaitExecution blocks until the execution is terminal or ctx ends, then returns its current record and history.
 	WaitExecution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error)
+	// Output calls fn with what execution id's action prints (stream
+	// "stdout" or "stderr"), past from, as it prints it, until the
+	// execution is terminal, and returns its terminal record. With
+	// IsLocal(ctx) it follows only a run in progress on this node and
+	// returns a nil record once that run's output ends, or
+	// domain.ErrNotFound when no run of id is in progress here.
+	Output(ctx context.Context, id domain.ID, from OutputFrom, fn func(stream string, chunk []byte) error) (*domain.Execution, error)
 	// Finished returns every execution this node owns that reaches a
 	// terminal status from now on, in commit order, until ctx ends. The
 	// channel is closed when ctx ends, or before when the reader fell so

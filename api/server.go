@@ -125,6 +125,7 @@ func (s *Server) routes() {
 	s.route("GET /api/v1/executions", list(s.b.Executions, executionItem, validID, "action", "status", "rule", "event"))
 	s.route("GET /api/v1/executions/{id}", s.execution)
 	s.route(rerunRoute, s.rerun)
+	s.route("GET /api/v1/executions/{id}/output", s.output)
 	s.route("GET /api/v1/stream", s.stream)
 	s.route("GET /api/v1/events", list(s.b.Events, same[*domain.Event], validID, "trigger"))
 	s.route("GET /api/v1/events/{id}", get("event", "id", domain.ParseID, s.b.Event))

@@ -573,3 +573,52 @@ func TestRerun(t *testing.T) {
 		}
 	}
 }
+
+// TestOutput: an execution's output is a stream of stdout and stderr
+// events, the text as JSON strings, from the reader's offsets, ending with
+// the execution; an unknown execution is a 404 before any stream starts.
+func TestOutput(t *testing.T) {
+	n := start(t, api.DefaultConfig())
+	ex, _, _ := n.seed()
+	if err := n.b.Transition(ex.ID, domain.StatusScheduled, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.b.Transition(ex.ID, domain.StatusRunning, nil); err != nil {
+		t.Fatal(err)
+	}
+	n.b.Waiting = make(chan domain.ID)
+	go func() {
+		<-n.b.Waiting // the reader waits for the end before the output comes
+		n.b.Transition(ex.ID, domain.StatusFailed, &domain.Result{ExitCode: 3, Stdout: "héllo\nworld\n", Stderr: "oops\n"})
+	}()
+	type piece struct{ stream, text string }
+	var got []piece
+	final, err := n.c.Output(t.Context(), ex.ID.String(), api.OutputFrom{Stdout: 7}, func(stream string, chunk []byte) error {
+		got = append(got, piece{stream, string(chunk)})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []piece{{"stdout", "world\n"}, {"stderr", "oops\n"}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("read %q, want %q", got, want)
+	}
+	if final == nil || final.ID != ex.ID || final.Status != domain.StatusFailed || final.Parameters["password"] != api.Masked {
+		t.Errorf("ended with %+v; want the failed execution, its secret masked", final)
+	}
+
+	code, header, body := n.call(t, "GET", "/api/v1/executions/"+ex.ID.String()+"/output", "")
+	if code != 200 || header.Get("Content-Type") != "text/event-stream" ||
+		!strings.HasPrefix(string(body), "event: stdout\ndata: \"héllo\\nworld\\n\"\n\nevent: stderr\ndata: \"oops\\n\"\n\nevent: end\ndata: {") {
+		t.Errorf("GET output: %d %s\n%s", code, header, body)
+	}
+	missing := domain.NewID(time.Now()).String()
+	for path, want := range map[string]string{
+		"/api/v1/executions/" + missing + "/output":                  "not_found",
+		"/api/v1/executions/" + ex.ID.String() + "/output?stdout=-1": "bad_request",
+	} {
+		if code, _, body := n.call(t, "GET", path, ""); code/100 != 4 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %d %s, want %s", path, code, body, want)
+		}
+	}
+}

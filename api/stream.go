@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sync"
@@ -87,13 +88,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) (int, any, error
 	action := r.URL.Query().Get("action")
 	ctx := r.Context()
 	finished := s.b.Finished(ctx)
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // nginx would otherwise hold events back
-	w.WriteHeader(http.StatusOK)
-	if rc.Flush() != nil {
+	rc, err := startEvents(w)
+	if err != nil {
 		return 0, nil, nil
 	}
 	keepalive := time.NewTicker(streamKeepalive)
@@ -109,9 +105,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) (int, any, error
 		case ex, ok := <-finished:
 			if !ok {
 				if ctx.Err() == nil {
-					b, _ := json.Marshal(map[string]*Error{"error": newError(CodeOverflow,
-						"this stream fell %d executions behind and was closed; list executions to catch up", StreamBuffer)})
-					fmt.Fprintf(&buf, "event: error\ndata: %s\n\n", b)
+					writeErrorEvent(&buf, newError(CodeOverflow,
+						"this stream fell %d executions behind and was closed; list executions to catch up", StreamBuffer))
 					_, _ = w.Write(buf.Bytes())
 					_ = rc.Flush()
 				}
@@ -136,6 +131,25 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) (int, any, error
 			return 0, nil, nil
 		}
 	}
+}
+
+// startEvents answers 200 with the headers of a Server-Sent Events stream
+// and sends them; the controller flushes what follows.
+func startEvents(w http.ResponseWriter) (*http.ResponseController, error) {
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx would otherwise hold events back
+	w.WriteHeader(http.StatusOK)
+	return rc, rc.Flush()
+}
+
+// writeErrorEvent adds an `error` event carrying e as error answers do,
+// {"error": {...}}, to buf.
+func writeErrorEvent(buf *bytes.Buffer, e *Error) {
+	b, _ := json.Marshal(map[string]*Error{"error": e})
+	fmt.Fprintf(buf, "event: error\ndata: %s\n\n", b)
 }
 
 // ErrStreamOverflow is what Stream returns when the node cut the stream off
@@ -186,7 +200,36 @@ func (c *Client) Stream(ctx context.Context, action string, ready func(), fn fun
 	if ready != nil {
 		ready()
 	}
-	sc := bufio.NewScanner(resp.Body)
+	var stop error // fn's, or the node's error event: returned as they are
+	err = readEvents(resp.Body, func(event, id string, data []byte) error {
+		switch event {
+		case "execution":
+			stop = fn(StreamEvent{ID: id, Data: data})
+		case "error":
+			if e, ok := eventError(data).(*Error); ok && e.Code == CodeOverflow {
+				stop = ErrStreamOverflow
+			} else {
+				stop = fmt.Errorf("stream from %s: %s", c.Addr, data)
+			}
+		}
+		return stop // comments and unknown events: SSE says ignore them
+	})
+	switch {
+	case stop != nil:
+		return stop
+	case ctx.Err() != nil:
+		return nil
+	case err != nil:
+		return fmt.Errorf("read stream from %s: %w", c.Addr, err)
+	}
+	return fmt.Errorf("read stream from %s: the node closed it", c.Addr)
+}
+
+// readEvents calls fn with the type, ID and data of each Server-Sent Event
+// read from r, the data valid only during the call, until r ends (nil) or
+// fn fails.
+func readEvents(r io.Reader, fn func(event, id string, data []byte) error) error {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20) // an event is one line of JSON, results included
 	var event, id string
 	var data []byte
@@ -194,7 +237,7 @@ func (c *Client) Stream(ctx context.Context, action string, ready func(), fn fun
 		line := sc.Bytes()
 		switch {
 		case len(line) == 0: // the blank line ends an event
-			if err := c.streamEvent(event, StreamEvent{ID: id, Data: data}, fn); err != nil {
+			if err := fn(event, id, data); err != nil {
 				return err
 			}
 			event, id, data = "", "", data[:0]
@@ -203,30 +246,23 @@ func (c *Client) Stream(ctx context.Context, action string, ready func(), fn fun
 		case bytes.HasPrefix(line, []byte("id: ")):
 			id = string(line[len("id: "):])
 		case bytes.HasPrefix(line, []byte("data: ")):
+			if len(data) > 0 {
+				data = append(data, '\n')
+			}
 			data = append(data, line[len("data: "):]...)
 		}
 	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read stream from %s: %w", c.Addr, err)
-	}
-	return fmt.Errorf("read stream from %s: the node closed it", c.Addr)
+	return sc.Err()
 }
 
-func (c *Client) streamEvent(event string, e StreamEvent, fn func(StreamEvent) error) error {
-	switch event {
-	case "execution":
-		return fn(e)
-	case "error":
-		var env struct {
-			Error *Error `json:"error"`
-		}
-		if json.Unmarshal(e.Data, &env) == nil && env.Error != nil && env.Error.Code == CodeOverflow {
-			return ErrStreamOverflow
-		}
-		return fmt.Errorf("stream from %s: %s", c.Addr, e.Data)
+// eventError is the error an `error` event carries, {"error": {...}} as
+// error answers have it.
+func eventError(data []byte) error {
+	var env struct {
+		Error *Error `json:"error"`
 	}
-	return nil // comments and unknown events: SSE says ignore them
+	if json.Unmarshal(data, &env) == nil && env.Error != nil {
+		return env.Error
+	}
+	return fmt.Errorf("%s", data)
 }

@@ -11,10 +11,28 @@ import (
 
 // capture keeps the first max bytes written to it and counts the rest. It
 // never refuses a write: a child blocked on a full pipe would hang its run.
+// Bytes it kept never change: it only appends.
 type capture struct {
 	buf     []byte
 	max     int
 	dropped int64
+	// live, when set, has readers that follow buf as it grows: the one
+	// writer changes buf's header (length, array) only under live.mu.
+	live *Output
+}
+
+// set publishes buf, having dropped n more bytes.
+func (c *capture) set(buf []byte, dropped int) {
+	if c.live == nil {
+		c.buf = buf
+		c.dropped += int64(dropped)
+		return
+	}
+	c.live.mu.Lock()
+	c.buf = buf
+	c.dropped += int64(dropped)
+	c.live.grewLocked()
+	c.live.mu.Unlock()
 }
 
 // Small first, because most actions print little; runs must not each pay
@@ -27,8 +45,7 @@ var discardBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
 func (c *capture) Write(p []byte) (int, error) {
 	n := min(len(p), c.max-len(c.buf))
-	c.buf = append(c.buf, p[:n]...)
-	c.dropped += int64(len(p) - n)
+	c.set(append(c.buf, p[:n]...), len(p)-n)
 	return len(p), nil
 }
 
@@ -40,16 +57,18 @@ func (c *capture) ReadFrom(r io.Reader) (int64, error) {
 		var n int
 		var err error
 		if room := c.max - len(c.buf); room > 0 {
-			if len(c.buf) == cap(c.buf) {
-				c.buf = slices.Grow(c.buf, min(max(cap(c.buf), captureMinGrow), room))
+			buf := c.buf
+			if len(buf) == cap(buf) {
+				buf = slices.Grow(buf, min(max(cap(buf), captureMinGrow), room))
 			}
-			n, err = r.Read(c.buf[len(c.buf):min(cap(c.buf), c.max)])
-			c.buf = c.buf[:len(c.buf)+n]
+			// Past len, so no reader looks at what Read writes.
+			n, err = r.Read(buf[len(buf):min(cap(buf), c.max)])
+			c.set(buf[:len(buf)+n], 0)
 		} else {
 			scratch := discardBufs.Get().(*[32 << 10]byte)
 			n, err = r.Read(scratch[:])
 			discardBufs.Put(scratch)
-			c.dropped += int64(n)
+			c.set(c.buf, n)
 		}
 		total += int64(n)
 		if err == io.EOF {

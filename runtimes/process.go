@@ -201,7 +201,7 @@ func (p *process) Run(ctx context.Context, req Request) Outcome {
 
 	runCtx, cancel := withTimeout(ctx, req.Timeout)
 	defer cancel()
-	stdout, stderr := &capture{max: p.maxOutput}, &capture{max: p.maxOutput}
+	stdout, stderr := req.Output.captures(p.maxOutput)
 	// With a context that never ends, exec starts no watcher goroutine.
 	cmd := exec.CommandContext(runCtx, inv.args[0])
 	cmd.Args, cmd.Dir, cmd.Env = inv.args, inv.dir, p.environ(req)

@@ -74,7 +74,7 @@ func (w *warmPython) Run(ctx context.Context, req Request) Outcome {
 	}
 	runCtx, cancel := withTimeout(ctx, req.Timeout)
 	defer cancel()
-	pp, err := openPipes(w.proc.maxOutput)
+	pp, err := openPipes(req.Output.captures(w.proc.maxOutput))
 	if err != nil {
 		return failed(noExit, "start %s action: %v", w.proc.name, err)
 	}
@@ -397,8 +397,8 @@ type pipes struct {
 	copying        sync.WaitGroup
 }
 
-func openPipes(maxOutput int) (*pipes, error) {
-	pp := &pipes{stdout: &capture{max: maxOutput}, stderr: &capture{max: maxOutput}}
+func openPipes(stdout, stderr *capture) (*pipes, error) {
+	pp := &pipes{stdout: stdout, stderr: stderr}
 	for i := range pp.child {
 		r, w, err := os.Pipe()
 		if err != nil {

@@ -28,6 +28,9 @@ type Request struct {
 	Parameters map[string]any
 	// Timeout bounds the attempt; 0 means no timeout.
 	Timeout time.Duration
+	// Output, when set, receives what a process runtime's action prints,
+	// for readers to follow while it runs; the caller ends it.
+	Output *Output
 }
 
 // Outcome is how one attempt ended.

@@ -45,6 +45,9 @@ type Config struct {
 	// the worker's node is lost.
 	RunningDelay time.Duration
 	Runtimes     Runtimes
+	// Live, when set, holds the output of every process run in progress,
+	// for `troupe execution tail` to follow. Builtin actions print nothing.
+	Live *runtimes.Live
 	// GrantLease is how long a granted slot waits for its assignment before
 	// it is taken back (the owner may have died). Default 30s.
 	GrantLease time.Duration
@@ -362,7 +365,13 @@ func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 	a.announce = time.AfterFunc(w.cfg.RunningDelay, func() { root.Send(self, announce{key: k}) })
 	req := runtimes.Request{ExecutionID: k.id.String(), Action: m.Action, EntryPoint: m.EntryPoint, Cmd: m.Cmd,
 		Parameters: params, Timeout: time.Duration(m.TimeoutMs) * time.Millisecond}
+	if w.cfg.Live != nil && a.pool == w.process {
+		req.Output = w.cfg.Live.Start(req.ExecutionID)
+	}
 	dispatch.Shared.Go(func() {
+		if req.Output != nil {
+			defer w.cfg.Live.End(req.ExecutionID, req.Output)
+		}
 		if m.PackHash != "" && w.cfg.Locate != nil {
 			ep, err := w.cfg.Locate(runCtx, m.PackHash, m.EntryRel)
 			if err != nil {

@@ -4,6 +4,7 @@ package apitest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -269,6 +270,28 @@ func (b *Backend) WaitExecution(ctx context.Context, id domain.ID) (*domain.Exec
 			return x.e, x.h, nil
 		}
 	}
+}
+
+// Output waits until the execution is terminal, then gives what its
+// result kept past from, a piece per stream: it has no runs to follow live.
+func (b *Backend) Output(ctx context.Context, id domain.ID, from api.OutputFrom, fn func(string, []byte) error) (*domain.Execution, error) {
+	e, _, err := b.WaitExecution(ctx, id)
+	if err != nil || !e.Status.Terminal() {
+		return nil, cmp.Or(err, ctx.Err())
+	}
+	if r := e.Result; r != nil {
+		for _, s := range []struct {
+			name, text string
+			from       int
+		}{{"stdout", r.Stdout, from.Stdout}, {"stderr", r.Stderr, from.Stderr}} {
+			if len(s.text) > s.from {
+				if err := fn(s.name, []byte(s.text[s.from:])); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return e, nil
 }
 
 func (b *Backend) Finished(ctx context.Context) <-chan *domain.Execution {

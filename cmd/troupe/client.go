@@ -257,6 +257,46 @@ cluster, watch every member to see them all.`,
 	return cmd
 }
 
+// tailCommand is `troupe execution tail`: an execution's output as its
+// action prints it.
+func tailCommand(o *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "tail ID",
+		Short: "Print an execution's output as its action prints it, until the execution ends",
+		Long: `Print what an execution's action prints, its stdout on stdout and its stderr
+on stderr, from the start and as it prints it; then, on stderr, how the
+execution ended. An execution that has ended prints what its record kept.
+Any member answers; the output comes from the member that runs the action.
+Builtin actions print nothing until they end.
+
+Exit codes: 0 succeeded; 1 another terminal status; 2 usage or API error.`,
+		Example: "  troupe execution tail 01M8B0Q5ZC7J3RB3XG5AW0N3PZ\n  troupe run demo.deploy --async | xargs troupe execution tail",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			final, err := o.client().Output(cmd.Context(), args[0], api.OutputFrom{}, func(stream string, chunk []byte) error {
+				w := o.stdout
+				if stream == "stderr" {
+					w = o.stderr
+				}
+				_, err := w.Write(chunk)
+				return err
+			})
+			switch {
+			case err != nil && cmd.Context().Err() != nil:
+				return fmt.Errorf("interrupted; execution %s goes on (troupe execution get %s)", args[0], args[0])
+			case err != nil:
+				return err
+			}
+			end := fmt.Sprintf("execution %s %s after %s", final.ID, final.Status, durationText(final))
+			if final.Error != "" {
+				end += ": " + final.Error
+			}
+			fmt.Fprintln(o.stderr, end)
+			return outcome(final.Status)
+		},
+	}
+}
+
 func resourceCommands(o *cli) []*cobra.Command {
 	executions := resource[*api.ExecutionView]{
 		name: "execution", key: "ID", filters: []string{"action", "status", "rule", "event"},
@@ -274,7 +314,7 @@ func resourceCommands(o *cli) []*cobra.Command {
 		},
 		show: func(w io.Writer, e *api.ExecutionView) error { return printExecution(w, e, true) },
 	}.command(o)
-	executions.AddCommand(watchCommand(o), rerunCommand(o))
+	executions.AddCommand(watchCommand(o), rerunCommand(o), tailCommand(o))
 	return []*cobra.Command{
 		executions,
 		resource[*domain.Event]{

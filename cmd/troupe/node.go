@@ -58,6 +58,7 @@ type node struct {
 	stopDone context.CancelFunc
 	finished chan struct{}
 	ready    atomic.Pointer[error]
+	live     runtimes.Live // the output of the process runs in progress here
 }
 
 // loadCatalog loads and validates every pack, compiling each rule, so that
@@ -187,7 +188,7 @@ func (n *node) startActors() {
 		}
 	}
 	if n.cfg.hasRole(cluster.RoleWorker) {
-		spawn(worker.Props(worker.Config{Node: n.cfg.NodeName, Slots: n.cfg.Slots, Runtimes: n.runtimes, Resolve: n.remoteAddr, Locate: n.packs.Locate,
+		spawn(worker.Props(worker.Config{Node: n.cfg.NodeName, Slots: n.cfg.Slots, Runtimes: n.runtimes, Resolve: n.remoteAddr, Locate: n.packs.Locate, Live: &n.live,
 			Metrics: n.metrics, Logger: n.log.With("component", "worker")}), protocol.WorkerActor)
 	}
 	spawn(execution.Props(execution.Config{Node: n.cfg.NodeName, Store: n.store, Catalog: n.packs.live,

@@ -1,0 +1,150 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/troupehq/troupe/domain"
+)
+
+// OutputFrom is where a reader of an execution's output resumes: the bytes
+// of each stream it already has.
+type OutputFrom struct {
+	Stdout, Stderr int
+}
+
+// output serves GET /api/v1/executions/{id}/output as Server-Sent Events:
+// a `stdout` or `stderr` event for each piece the action prints, its data
+// the text as a JSON string, as it prints it; then one `end` event whose
+// data is the terminal execution (`{}` for ?local=true, which follows only
+// a run in progress on this node). `?stdout=N&stderr=M` skip what a reader
+// already has. A failure once the stream has begun is an `error` event.
+func (s *Server) output(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	id, err := domain.ParseID(r.PathValue("id"))
+	if err != nil {
+		return 0, nil, newError(CodeBadRequest, "%v", err)
+	}
+	var from OutputFrom
+	q := r.URL.Query()
+	for name, n := range map[string]*int{"stdout": &from.Stdout, "stderr": &from.Stderr} {
+		if v := q.Get(name); v != "" {
+			if *n, err = strconv.Atoi(v); err != nil || *n < 0 {
+				return 0, nil, newError(CodeBadRequest, "query %s=%q: want the number of bytes already read", name, v)
+			}
+		}
+	}
+	// The answer starts with the first piece, so that an unknown execution
+	// is still a 404.
+	var rc *http.ResponseController
+	var buf bytes.Buffer
+	send := func(event string, data []byte) error {
+		if rc == nil {
+			started, err := startEvents(w)
+			if err != nil {
+				return err
+			}
+			rc = started
+		}
+		buf.Reset()
+		fmt.Fprintf(&buf, "event: %s\ndata: %s\n\n", event, data)
+		if _, err := w.Write(buf.Bytes()); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	ex, err := s.b.Output(r.Context(), id, from, func(stream string, chunk []byte) error {
+		text, _ := json.Marshal(string(chunk))
+		return send(stream, text)
+	})
+	switch {
+	case err != nil && rc == nil:
+		return 0, nil, named(err, "execution", id.String())
+	case err != nil:
+		if r.Context().Err() == nil {
+			e, internal := toError(err)
+			if internal {
+				s.log.Error("follow output", "execution", id, "error", err)
+			}
+			buf.Reset()
+			writeErrorEvent(&buf, e)
+			_, _ = w.Write(buf.Bytes())
+			_ = rc.Flush()
+		}
+		return 0, nil, nil
+	}
+	end := []byte("{}")
+	if ex != nil {
+		end, _ = json.Marshal(executionView(ex, nil))
+	}
+	_ = send("end", end)
+	return 0, nil, nil
+}
+
+// Output follows what execution id's action prints (GET
+// /api/v1/executions/{id}/output), calling fn with each piece, from where
+// from says, until the execution ends; it returns the terminal execution
+// (nil from a Local client, which follows a run on that node only). The
+// chunk is valid only during the call.
+func (c *Client) Output(ctx context.Context, id string, from OutputFrom, fn func(stream string, chunk []byte) error) (*ExecutionView, error) {
+	q := url.Values{}
+	if from.Stdout > 0 {
+		q.Set("stdout", strconv.Itoa(from.Stdout))
+	}
+	if from.Stderr > 0 {
+		q.Set("stderr", strconv.Itoa(from.Stderr))
+	}
+	if c.Local {
+		q.Set("local", "true")
+	}
+	u := c.Addr + "/api/v1/executions/" + url.PathEscape(id) + "/output"
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, responseError(resp)
+	}
+	var final *ExecutionView
+	ended := false
+	err = readEvents(resp.Body, func(event, _ string, data []byte) error {
+		switch event {
+		case "stdout", "stderr":
+			var text string
+			if err := json.Unmarshal(data, &text); err != nil {
+				return fmt.Errorf("decode %s of execution %s: %w", event, id, err)
+			}
+			return fn(event, []byte(text))
+		case "end":
+			ended = true
+			if string(data) == "{}" {
+				return nil
+			}
+			final = new(ExecutionView)
+			return json.Unmarshal(data, final)
+		case "error":
+			return eventError(data)
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return nil, err
+	case !ended:
+		return nil, fmt.Errorf("read output of execution %s from %s: the node closed the stream before its end", id, c.Addr)
+	}
+	return final, nil
+}

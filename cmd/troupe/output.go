@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/troupehq/troupe/api"
+	"github.com/troupehq/troupe/domain"
+)
+
+// outputPoll is how often a tail looks again for a run that has not
+// started yet, or whose end is not recorded yet.
+const outputPoll = 100 * time.Millisecond
+
+// Output follows what execution id prints: live from the worker that runs
+// it, here or on another member, then what its record kept. Until the
+// execution has a worker, and between a run's end and its record's, it
+// polls the record.
+func (b *backend) Output(ctx context.Context, id domain.ID, from api.OutputFrom, fn func(string, []byte) error) (*domain.Execution, error) {
+	// What fn was given moves from on, so that following the run live, then
+	// its record, never repeats a byte.
+	sent := func(stream string, chunk []byte) error {
+		if err := fn(stream, chunk); err != nil {
+			return err
+		}
+		if stream == "stdout" {
+			from.Stdout += len(chunk)
+		} else {
+			from.Stderr += len(chunk)
+		}
+		return nil
+	}
+	if api.IsLocal(ctx) {
+		return nil, b.followLive(ctx, id, &from, sent)
+	}
+	for {
+		ex, _, err := b.execution(ctx, id, 0)
+		if err != nil {
+			return nil, err
+		}
+		if ex.Status.Terminal() {
+			if r := ex.Result; r != nil {
+				if err := sendFrom(sent, "stdout", r.Stdout, from.Stdout); err != nil {
+					return nil, err
+				}
+				if err := sendFrom(sent, "stderr", r.Stderr, from.Stderr); err != nil {
+					return nil, err
+				}
+			}
+			return ex, nil
+		}
+		if ex.Worker != "" {
+			err := b.followWorker(ctx, ex.Worker, id, &from, sent)
+			if err != nil && !errors.Is(err, domain.ErrNotFound) {
+				return nil, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(outputPoll):
+		}
+	}
+}
+
+// sendFrom gives fn what text holds past the from bytes already given.
+func sendFrom(fn func(string, []byte) error, stream, text string, from int) error {
+	if len(text) <= from {
+		return nil
+	}
+	return fn(stream, []byte(text[from:]))
+}
+
+// followWorker follows the run of execution id on member worker until its
+// output ends; domain.ErrNotFound when no run of it is in progress there
+// (not started, ended, or the member is gone).
+func (b *backend) followWorker(ctx context.Context, worker string, id domain.ID, from *api.OutputFrom, fn func(string, []byte) error) error {
+	if worker == b.n.cfg.NodeName {
+		return b.followLive(ctx, id, from, fn)
+	}
+	for _, p := range b.peers() {
+		if p.name != worker {
+			continue
+		}
+		_, err := p.client.Output(ctx, id.String(), *from, fn)
+		if isNotFound(err) {
+			return fmt.Errorf("%w: %v", domain.ErrNotFound, err)
+		}
+		return err
+	}
+	return fmt.Errorf("worker %s of execution %s is not a live member serving the API: %w", worker, id, domain.ErrNotFound)
+}
+
+// followLive gives fn what the run of execution id on this node prints
+// until it ends.
+func (b *backend) followLive(ctx context.Context, id domain.ID, from *api.OutputFrom, fn func(string, []byte) error) error {
+	o, ok := b.n.live.Get(id.String())
+	if !ok {
+		return fmt.Errorf("no run of execution %s in progress on node %s: %w", id, b.n.cfg.NodeName, domain.ErrNotFound)
+	}
+	for {
+		stdout, stderr, ended, more := o.Since(from.Stdout, from.Stderr)
+		if len(stdout) > 0 {
+			if err := fn("stdout", stdout); err != nil {
+				return err
+			}
+		}
+		if len(stderr) > 0 {
+			if err := fn("stderr", stderr); err != nil {
+				return err
+			}
+		}
+		if ended {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-more:
+		}
+	}
+}
