@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/troupehq/troupe/domain"
 )
@@ -39,10 +41,15 @@ func (s *Server) output(w http.ResponseWriter, r *http.Request) (int, any, error
 		}
 	}
 	// The answer starts with the first piece, so that an unknown execution
-	// is still a 404.
-	var rc *http.ResponseController
-	var buf bytes.Buffer
-	send := func(event string, data []byte) error {
+	// is still a 404. Pieces and keepalives come from two goroutines.
+	var (
+		mu  sync.Mutex
+		rc  *http.ResponseController
+		buf bytes.Buffer
+	)
+	write := func(event func(*bytes.Buffer)) error {
+		mu.Lock()
+		defer mu.Unlock()
 		if rc == nil {
 			started, err := startEvents(w)
 			if err != nil {
@@ -51,16 +58,37 @@ func (s *Server) output(w http.ResponseWriter, r *http.Request) (int, any, error
 			rc = started
 		}
 		buf.Reset()
-		fmt.Fprintf(&buf, "event: %s\ndata: %s\n\n", event, data)
+		event(&buf)
 		if _, err := w.Write(buf.Bytes()); err != nil {
 			return err
 		}
 		return rc.Flush()
 	}
+	send := func(event string, data []byte) error {
+		return write(func(b *bytes.Buffer) { fmt.Fprintf(b, "event: %s\ndata: %s\n\n", event, data) })
+	}
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		keepalive := time.NewTicker(s.cfg.Keepalive)
+		defer keepalive.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-keepalive.C:
+				if write(func(b *bytes.Buffer) { b.WriteString(keepaliveEvent) }) != nil {
+					return
+				}
+			}
+		}
+	}()
 	ex, err := s.b.Output(r.Context(), id, from, func(stream string, chunk []byte) error {
 		text, _ := json.Marshal(string(chunk))
 		return send(stream, text)
 	})
+	close(stop)
+	<-stopped
 	switch {
 	case err != nil && rc == nil:
 		return 0, nil, named(err, "execution", id.String())
@@ -70,10 +98,7 @@ func (s *Server) output(w http.ResponseWriter, r *http.Request) (int, any, error
 			if internal {
 				s.log.Error("follow output", "execution", id, "error", err)
 			}
-			buf.Reset()
-			writeErrorEvent(&buf, e)
-			_, _ = w.Write(buf.Bytes())
-			_ = rc.Flush()
+			_ = write(func(b *bytes.Buffer) { writeErrorEvent(b, e) })
 		}
 		return 0, nil, nil
 	}

@@ -51,15 +51,22 @@ type Config struct {
 	// MaxPack is the largest pack archive POST /api/v1/packs accepts, in
 	// bytes. Zero means the default, 32 MiB.
 	MaxPack int64
+	// Keepalive is how often an idle event stream (the stream of finished
+	// executions, an execution's output) carries a comment line, so that
+	// proxies keep it open and a client can tell a quiet node from a dead
+	// connection. Zero means the default, 15s.
+	Keepalive time.Duration
 }
 
 // DefaultConfig returns the defaults described on Config.
-func DefaultConfig() Config { return Config{MaxBody: 1 << 20, MaxPack: 32 << 20} }
+func DefaultConfig() Config {
+	return Config{MaxBody: 1 << 20, MaxPack: 32 << 20, Keepalive: 15 * time.Second}
+}
 
 // Validate reports every problem of c.
 func (c Config) Validate() error {
-	if c.MaxBody < 0 || c.MaxPack < 0 {
-		return fmt.Errorf("api: max body %d and max pack %d must not be negative", c.MaxBody, c.MaxPack)
+	if c.MaxBody < 0 || c.MaxPack < 0 || c.Keepalive < 0 {
+		return fmt.Errorf("api: max body %d, max pack %d and keepalive %s must not be negative", c.MaxBody, c.MaxPack, c.Keepalive)
 	}
 	return nil
 }
@@ -88,6 +95,9 @@ func NewServer(cfg Config, b Backend, reg prometheus.Registerer) (*Server, error
 	}
 	if cfg.MaxPack == 0 {
 		cfg.MaxPack = DefaultConfig().MaxPack
+	}
+	if cfg.Keepalive == 0 {
+		cfg.Keepalive = DefaultConfig().Keepalive
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -620,5 +621,48 @@ func TestOutput(t *testing.T) {
 		if code, _, body := n.call(t, "GET", path, ""); code/100 != 4 || !strings.Contains(string(body), want) {
 			t.Errorf("GET %s: %d %s, want %s", path, code, body, want)
 		}
+	}
+}
+
+// TestKeepalive: an idle event stream, the stream of finished executions
+// or an execution's output while the action is quiet, carries a comment
+// every Config.Keepalive; the output still ends with its execution.
+func TestKeepalive(t *testing.T) {
+	cfg := api.DefaultConfig()
+	cfg.Keepalive = 20 * time.Millisecond
+	n := start(t, cfg)
+	ex, _, _ := n.seed()
+	for _, path := range []string{"/api/v1/stream", "/api/v1/executions/" + ex.ID.String() + "/output"} {
+		t.Run(path, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", n.c.Addr+path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			for i := 0; i < 2; i++ { // two in a row: none of them is an event
+				if line, err := br.ReadString('\n'); err != nil || line != ": keepalive\n" {
+					t.Fatalf("read %q, %v; want a keepalive comment", line, err)
+				}
+				if line, _ := br.ReadString('\n'); line != "\n" {
+					t.Fatalf("read %q after the comment, want the blank line", line)
+				}
+			}
+		})
+	}
+	for _, st := range []domain.Status{domain.StatusScheduled, domain.StatusRunning, domain.StatusSucceeded} {
+		if err := n.b.Transition(ex.ID, st, &domain.Result{Stdout: "done\n"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got string
+	if _, err := n.c.Output(t.Context(), ex.ID.String(), api.OutputFrom{}, func(_ string, chunk []byte) error {
+		got += string(chunk)
+		return nil
+	}); err != nil || got != "done\n" {
+		t.Errorf("output after keepalives: %q, %v", got, err)
 	}
 }

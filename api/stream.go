@@ -20,11 +20,6 @@ import (
 // behind before the node cuts it off: at 5,000 executions/s, 1.6 s of them.
 const StreamBuffer = 8192
 
-// streamKeepalive is how often an idle stream carries a comment line, so
-// that proxies keep it open and a client can tell a quiet node from a dead
-// connection.
-const streamKeepalive = 15 * time.Second
-
 // Fanout hands finished executions to the subscribers of a node's stream.
 // The zero value is ready to use.
 type Fanout struct {
@@ -92,7 +87,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) (int, any, error
 	if err != nil {
 		return 0, nil, nil
 	}
-	keepalive := time.NewTicker(streamKeepalive)
+	keepalive := time.NewTicker(s.cfg.Keepalive)
 	defer keepalive.Stop()
 	var buf bytes.Buffer
 	for {
@@ -101,7 +96,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) (int, any, error
 		case <-ctx.Done():
 			return 0, nil, nil
 		case <-keepalive.C:
-			buf.WriteString(": keepalive\n\n")
+			buf.WriteString(keepaliveEvent)
 		case ex, ok := <-finished:
 			if !ok {
 				if ctx.Err() == nil {
@@ -144,6 +139,10 @@ func startEvents(w http.ResponseWriter) (*http.ResponseController, error) {
 	w.WriteHeader(http.StatusOK)
 	return rc, rc.Flush()
 }
+
+// keepaliveEvent is what an idle event stream carries every
+// Config.Keepalive: a comment, which SSE readers skip.
+const keepaliveEvent = ": keepalive\n\n"
 
 // writeErrorEvent adds an `error` event carrying e as error answers do,
 // {"error": {...}}, to buf.
