@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -72,4 +74,41 @@ func TestTailFollowsTheWorker(t *testing.T) {
 	}); err != nil || strings.Join(got, "|") != "stdout:line 2\nline 3\n|stderr:err 3\n" {
 		t.Errorf("output from offsets: %q, %v", got, err)
 	}
+}
+
+// TestTailOutlivesItsWorker: when the member running the action dies, a
+// tail asked of the owner does not fail with the broken connection: it
+// ends when the owner gives the execution up, with what was printed.
+func TestTailOutlivesItsWorker(t *testing.T) {
+	c := StartCluster(t, 2, WithNodeArgs("n1", "--runtimes", "builtin"))
+	n1, n2 := c.Node("n1"), c.Node("n2")
+	ex, err := n1.Client.Run(t.Context(), "core.local", map[string]any{"cmd": "echo started; sleep 60"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, "execution", "tail", ex.ID.String())
+	cmd.Env = append(os.Environ(), "TROUPE_ADDR="+n1.Addr)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, len("started\n"))
+	if _, err := io.ReadFull(stdout, first); err != nil || string(first) != "started\n" {
+		t.Fatalf("tail's first output: %q, %v", first, err)
+	}
+	c.Kill(n2)
+	killed := time.Now()
+	io.Copy(io.Discard, stdout)
+	cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(stderr.String(), ex.ID.String()+" abandoned") {
+		t.Errorf("tail exited %d after its worker died:\n%s\nwant 1 and the execution abandoned", code, stderr.String())
+	}
+	t.Logf("tail ended %s after the worker's kill: %s", time.Since(killed).Round(time.Millisecond), strings.TrimSpace(stderr.String()))
 }

@@ -287,7 +287,10 @@ Exit codes: 0 succeeded; 1 another terminal status; 2 usage or API error.`,
 			case err != nil:
 				return err
 			}
-			end := fmt.Sprintf("execution %s %s after %s", final.ID, final.Status, durationText(final))
+			end := fmt.Sprintf("execution %s %s", final.ID, final.Status)
+			if d := durationText(final); d != "" {
+				end += " after " + d
+			}
 			if final.Error != "" {
 				end += ": " + final.Error
 			}

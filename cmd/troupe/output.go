@@ -74,8 +74,8 @@ func sendFrom(fn func(string, []byte) error, stream, text string, from int) erro
 }
 
 // followWorker follows the run of execution id on member worker until its
-// output ends; domain.ErrNotFound when no run of it is in progress there
-// (not started, ended, or the member is gone).
+// output ends; domain.ErrNotFound when it cannot be followed there (not
+// started, ended, the member gone or failing): the record tells the rest.
 func (b *backend) followWorker(ctx context.Context, worker string, id domain.ID, from *api.OutputFrom, fn func(string, []byte) error) error {
 	if worker == b.n.cfg.NodeName {
 		return b.followLive(ctx, id, from, fn)
@@ -85,8 +85,8 @@ func (b *backend) followWorker(ctx context.Context, worker string, id domain.ID,
 			continue
 		}
 		_, err := p.client.Output(ctx, id.String(), *from, fn)
-		if isNotFound(err) {
-			return fmt.Errorf("%w: %v", domain.ErrNotFound, err)
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("follow execution %s on %s: %v: %w", id, worker, err, domain.ErrNotFound)
 		}
 		return err
 	}
