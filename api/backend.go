@@ -29,8 +29,10 @@ type Backend interface {
 	// Finished returns every execution this node owns that reaches a
 	// terminal status from now on, in commit order, until ctx ends. The
 	// channel is closed when ctx ends, or before when the reader fell so
-	// far behind that records were dropped.
-	Finished(ctx context.Context) <-chan *domain.Execution
+	// far behind that records were dropped. With after not zero, it also
+	// returns the IDs of those that finished since execution after, oldest
+	// first (Fanout.Subscribe), or an error when that one is forgotten.
+	Finished(ctx context.Context, after domain.ID) (missed []domain.ID, finished <-chan *domain.Execution, err error)
 	Executions(ctx context.Context, q ListQuery) (Page[*domain.Execution], error)
 	Event(ctx context.Context, id domain.ID) (*domain.Event, error)
 	Events(ctx context.Context, q ListQuery) (Page[*domain.Event], error)

@@ -44,7 +44,7 @@ const (
 	CodeConflict          = "conflict"     // e.g. removing a pack others use, replacing core
 	CodeUnsupportedType   = "unsupported_media_type"
 	CodeOverloaded        = "overloaded" // the node holds as many unfinished executions as it admits; retry after Retry-After
-	CodeOverflow          = "overflow"   // a stream's reader fell too far behind; sent as a stream event, then the stream ends
+	CodeOverflow          = "overflow"   // a stream's reader fell too far behind (a stream event, then the stream ends), or resumed after what the node forgot
 )
 
 // codeStatus is the one table deciding the HTTP status of each code.
@@ -63,6 +63,7 @@ var codeStatus = map[string]int{
 	CodeConflict:          http.StatusConflict,
 	CodeUnsupportedType:   http.StatusUnsupportedMediaType,
 	CodeOverloaded:        http.StatusServiceUnavailable,
+	CodeOverflow:          http.StatusGone, // a stream resumed after what the node forgot
 }
 
 // NewError builds an API error with a code from the table; a Backend

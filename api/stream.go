@@ -25,6 +25,11 @@ const StreamBuffer = 8192
 type Fanout struct {
 	mu   sync.Mutex
 	subs map[chan *domain.Execution]struct{}
+	// recent is a ring of the IDs of the last StreamBuffer executions
+	// published, for readers that resume; published counts them all. IDs,
+	// not records: a record's output may be a megabyte.
+	recent    []domain.ID
+	published int
 }
 
 // Subscribe returns a channel of every execution published from now on, in
@@ -32,9 +37,21 @@ type Fanout struct {
 // when its reader falls StreamBuffer records behind: the pipeline never
 // waits for a slow reader, and the reader learns that it missed some
 // rather than missing them silently.
-func (f *Fanout) Subscribe(ctx context.Context) <-chan *domain.Execution {
+//
+// A reader that resumes after execution after (not zero) also gets the IDs
+// published since that one, oldest first, which the channel does not carry;
+// if after is not among the last StreamBuffer published (or was never
+// published here), it gets an error (code overflow) instead.
+func (f *Fanout) Subscribe(ctx context.Context, after domain.ID) (missed []domain.ID, finished <-chan *domain.Execution, err error) {
 	s := make(chan *domain.Execution, StreamBuffer)
 	f.mu.Lock()
+	if !after.IsZero() {
+		var ok bool
+		if missed, ok = f.since(after); !ok {
+			f.mu.Unlock()
+			return nil, nil, newError(CodeOverflow, "cannot resume after execution %s: the node does not remember it among the last %d that finished (it forgets them when it restarts); list executions to catch up", after, StreamBuffer)
+		}
+	}
 	if f.subs == nil {
 		f.subs = map[chan *domain.Execution]struct{}{}
 	}
@@ -45,13 +62,36 @@ func (f *Fanout) Subscribe(ctx context.Context) <-chan *domain.Execution {
 		defer f.mu.Unlock()
 		f.drop(s)
 	})
-	return s
+	return missed, s, nil
+}
+
+// since returns the IDs published after id, oldest first, and whether id
+// is still in the ring; f.mu is held.
+func (f *Fanout) since(id domain.ID) ([]domain.ID, bool) {
+	for back := 1; back <= min(f.published, len(f.recent)); back++ {
+		if f.recent[(f.published-back)%len(f.recent)] != id {
+			continue
+		}
+		missed := make([]domain.ID, 0, back-1)
+		for i := f.published - back + 1; i < f.published; i++ {
+			missed = append(missed, f.recent[i%len(f.recent)])
+		}
+		return missed, true
+	}
+	return nil, false
 }
 
 // Publish sends exs to every subscriber; it never blocks.
 func (f *Fanout) Publish(exs ...*domain.Execution) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.recent == nil {
+		f.recent = make([]domain.ID, StreamBuffer)
+	}
+	for _, ex := range exs {
+		f.recent[f.published%len(f.recent)] = ex.ID
+		f.published++
+	}
 	for s := range f.subs {
 		for _, ex := range exs {
 			select {
@@ -78,18 +118,54 @@ func (f *Fanout) drop(s chan *domain.Execution) {
 // open, its data the execution's JSON without history, its id the
 // execution's. `?action=REF` keeps one action's. A reader too slow for the
 // node gets an `error` event (code overflow) and the end of the stream: it
-// missed executions, which it can list.
+// missed executions, which it can list. A reader that reconnects with the
+// SSE header Last-Event-ID first gets the executions that finished since
+// that one; 410 (code overflow) when the node no longer remembers it.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	action := r.URL.Query().Get("action")
 	ctx := r.Context()
-	finished := s.b.Finished(ctx)
+	var after domain.ID
+	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		var err error
+		if after, err = domain.ParseID(v); err != nil {
+			return 0, nil, newError(CodeBadRequest, "header Last-Event-ID: %v", err)
+		}
+	}
+	missed, finished, err := s.b.Finished(ctx, after)
+	if err != nil {
+		return 0, nil, err
+	}
 	rc, err := startEvents(w)
 	if err != nil {
 		return 0, nil, nil
 	}
+	var buf bytes.Buffer
+	event := func(ex *domain.Execution) {
+		if action != "" && ex.Action != action {
+			return
+		}
+		b, err := json.Marshal(executionView(ex, nil))
+		if err != nil {
+			s.log.Error("encode stream event", "execution", ex.ID, "error", err)
+			return
+		}
+		fmt.Fprintf(&buf, "id: %s\nevent: execution\ndata: %s\n\n", ex.ID, b)
+	}
+	for _, id := range missed {
+		ex, _, err := s.b.Execution(ctx, id)
+		if err != nil {
+			s.log.Error("load execution to resume a stream", "execution", id, "error", err)
+			continue
+		}
+		event(ex)
+	}
+	if buf.Len() > 0 {
+		if _, err := w.Write(buf.Bytes()); err != nil || rc.Flush() != nil {
+			return 0, nil, nil
+		}
+	}
 	keepalive := time.NewTicker(s.cfg.Keepalive)
 	defer keepalive.Stop()
-	var buf bytes.Buffer
 	for {
 		buf.Reset()
 		select {
@@ -107,15 +183,10 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) (int, any, error
 				}
 				return 0, nil, nil
 			}
-			if action != "" && ex.Action != action {
-				continue
-			}
-			b, err := json.Marshal(executionView(ex, nil))
-			if err != nil {
-				s.log.Error("encode stream event", "execution", ex.ID, "error", err)
-				continue
-			}
-			fmt.Fprintf(&buf, "id: %s\nevent: execution\ndata: %s\n\n", ex.ID, b)
+			event(ex)
+		}
+		if buf.Len() == 0 {
+			continue
 		}
 		if _, err := w.Write(buf.Bytes()); err != nil {
 			return 0, nil, nil
@@ -151,9 +222,11 @@ func writeErrorEvent(buf *bytes.Buffer, e *Error) {
 	fmt.Fprintf(buf, "event: error\ndata: %s\n\n", b)
 }
 
-// ErrStreamOverflow is what Stream returns when the node cut the stream off
-// because the client fell behind.
-var ErrStreamOverflow = errors.New("the node closed the stream: this client fell behind and missed executions")
+// ErrStreamOverflow is wrapped by what Stream returns when the client
+// missed executions: the node cut the stream off because the client fell
+// behind, or could not resume it after an execution it forgot. The error
+// says which; listing executions catches up.
+var ErrStreamOverflow = errors.New("executions were missed")
 
 // StreamEvent is one finished execution from a node's stream: its ID, and
 // its JSON, decoded only by View, so that a reader that needs no more than
@@ -175,10 +248,13 @@ func (e StreamEvent) View() (*ExecutionView, error) {
 // Stream follows the node's stream of finished executions (GET
 // /api/v1/stream; action, when not empty, keeps one action's), calling fn
 // for each, until ctx ends (then it returns nil), fn fails, the connection
-// breaks, or the node cuts the stream off (ErrStreamOverflow). It calls
-// ready, when not nil, once the node has answered and before any event: the
-// node has subscribed by then, so every execution finishing later reaches fn.
-func (c *Client) Stream(ctx context.Context, action string, ready func(), fn func(StreamEvent) error) error {
+// breaks, or the node cuts the stream off (ErrStreamOverflow). After, when
+// not empty, resumes after that execution: those that finished since come
+// first, and ErrStreamOverflow means the node no longer remembers it. It
+// calls ready, when not nil, once the node has answered and before any
+// event: the node has subscribed by then, so every execution finishing
+// later reaches fn.
+func (c *Client) Stream(ctx context.Context, action, after string, ready func(), fn func(StreamEvent) error) error {
 	u := c.Addr + "/api/v1/stream"
 	if action != "" {
 		u += "?" + url.Values{"action": {action}}.Encode()
@@ -188,13 +264,20 @@ func (c *Client) Stream(ctx context.Context, action string, ready func(), fn fun
 		return err
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	if after != "" {
+		req.Header.Set("Last-Event-ID", after)
+	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return responseError(resp)
+		err := responseError(resp)
+		if e, ok := err.(*Error); ok && e.Code == CodeOverflow {
+			return fmt.Errorf("%s: %w", e.Message, ErrStreamOverflow)
+		}
+		return err
 	}
 	if ready != nil {
 		ready()
@@ -206,7 +289,7 @@ func (c *Client) Stream(ctx context.Context, action string, ready func(), fn fun
 			stop = fn(StreamEvent{ID: id, Data: data})
 		case "error":
 			if e, ok := eventError(data).(*Error); ok && e.Code == CodeOverflow {
-				stop = ErrStreamOverflow
+				stop = fmt.Errorf("%s: %w", e.Message, ErrStreamOverflow)
 			} else {
 				stop = fmt.Errorf("stream from %s: %s", c.Addr, data)
 			}

@@ -20,7 +20,7 @@ func follow(t *testing.T, ctx context.Context, c *api.Client, action string) (<-
 	t.Helper()
 	events, done, ready := make(chan *api.ExecutionView, 16), make(chan error, 1), make(chan struct{})
 	go func() {
-		done <- c.Stream(ctx, action, func() { close(ready) }, func(e api.StreamEvent) error {
+		done <- c.Stream(ctx, action, "", func() { close(ready) }, func(e api.StreamEvent) error {
 			v, err := e.View()
 			if err != nil {
 				return err
@@ -127,9 +127,16 @@ func TestStreamHeaders(t *testing.T) {
 
 func TestFanoutCutsOffASlowReader(t *testing.T) {
 	var f api.Fanout
-	slow := f.Subscribe(t.Context())
+	subscribe := func(ctx context.Context) <-chan *domain.Execution {
+		_, ch, err := f.Subscribe(ctx, domain.ID{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ch
+	}
+	slow := subscribe(t.Context())
 	ctx, cancel := context.WithCancel(t.Context())
-	gone := f.Subscribe(ctx)
+	gone := subscribe(ctx)
 	cancel()
 	waitClosed(t, gone)
 
@@ -138,7 +145,7 @@ func TestFanoutCutsOffASlowReader(t *testing.T) {
 		exs[i] = &domain.Execution{ID: domain.NewID(time.Now()), Status: domain.StatusSucceeded}
 	}
 	f.Publish(exs[:api.StreamBuffer]...) // exactly fills the buffer
-	fast := f.Subscribe(t.Context())
+	fast := subscribe(t.Context())
 	f.Publish(exs[api.StreamBuffer])
 	// The slow reader still gets everything it had room for, in order, then
 	// sees its channel closed instead of a gap.
@@ -169,10 +176,10 @@ func waitClosed(t *testing.T, ch <-chan *domain.Execution) {
 // are when their reader falls behind.
 type overflowing struct{ api.Backend }
 
-func (overflowing) Finished(context.Context) <-chan *domain.Execution {
+func (overflowing) Finished(context.Context, domain.ID) ([]domain.ID, <-chan *domain.Execution, error) {
 	ch := make(chan *domain.Execution)
 	close(ch)
-	return ch
+	return nil, ch, nil
 }
 
 func TestStreamOverflowReachesTheClient(t *testing.T) {
@@ -183,11 +190,96 @@ func TestStreamOverflowReachesTheClient(t *testing.T) {
 	}
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
-	err = api.NewClient(hs.URL).Stream(t.Context(), "", nil, func(api.StreamEvent) error { return nil })
+	err = api.NewClient(hs.URL).Stream(t.Context(), "", "", nil, func(api.StreamEvent) error { return nil })
 	if !errors.Is(err, api.ErrStreamOverflow) {
 		t.Fatalf("Stream = %v, want ErrStreamOverflow", err)
 	}
-	if !strings.Contains(err.Error(), "fell behind") {
+	if !strings.Contains(err.Error(), "executions behind") {
 		t.Errorf("error %q does not say why", err)
+	}
+}
+
+// TestFanoutResumes: a reader resuming after an execution gets the IDs
+// published since, in order, while the ring holds it, across the ring's
+// wrap; after one it no longer holds, or never held, it gets an overflow.
+func TestFanoutResumes(t *testing.T) {
+	var f api.Fanout
+	ids := make([]domain.ID, api.StreamBuffer+10)
+	for i := range ids {
+		ids[i] = domain.NewID(time.Now())
+		f.Publish(&domain.Execution{ID: ids[i], Status: domain.StatusSucceeded})
+	}
+	for _, at := range []int{len(ids) - 1, len(ids) - 2, 10, api.StreamBuffer} {
+		missed, _, err := f.Subscribe(t.Context(), ids[at])
+		if err != nil || fmt.Sprint(missed) != fmt.Sprint(ids[at+1:]) {
+			t.Errorf("after #%d: %d missed, %v; want the %d after it", at, len(missed), err, len(ids)-at-1)
+		}
+	}
+	for _, id := range []domain.ID{ids[9], ids[0], domain.NewID(time.Now())} {
+		if _, _, err := f.Subscribe(t.Context(), id); err == nil || !strings.Contains(err.Error(), id.String()) {
+			t.Errorf("after %s, forgotten: %v; want an error naming it", id, err)
+		} else if e, ok := errors.AsType[*api.Error](err); !ok || e.Code != api.CodeOverflow || e.Status != http.StatusGone {
+			t.Errorf("after %s: %#v; want 410 overflow", id, err)
+		}
+	}
+}
+
+// TestStreamResumesAfterLastEventID: a reader that reconnects with
+// Last-Event-ID first gets what finished since, filter applied, then what
+// finishes next; one the node forgot gets 410 overflow, which the client
+// reports as ErrStreamOverflow.
+func TestStreamResumesAfterLastEventID(t *testing.T) {
+	n := start(t, api.DefaultConfig())
+	finish := func(action string) domain.ID {
+		var params map[string]any
+		if action == "demo.echo" {
+			params = map[string]any{"message": "hi"}
+		}
+		e, err := n.c.Run(t.Context(), action, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range []domain.Status{domain.StatusScheduled, domain.StatusRunning, domain.StatusSucceeded} {
+			if err := n.b.Transition(e.ID, st, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return e.ID
+	}
+	first := finish("demo.echo")
+	a, b, c := finish("demo.echo"), finish("core.noop"), finish("demo.echo")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var got []domain.ID
+	events := make(chan struct{}, 8)
+	done := make(chan error, 1)
+	go func() {
+		done <- n.c.Stream(ctx, "demo.echo", first.String(), nil, func(e api.StreamEvent) error {
+			v, err := e.View()
+			if err != nil {
+				return err
+			}
+			got = append(got, v.ID)
+			events <- struct{}{}
+			return nil
+		})
+	}()
+	<-events
+	<-events
+	d := finish("demo.echo")
+	<-events
+	cancel()
+	if err := <-done; err != nil || fmt.Sprint(got) != fmt.Sprint([]domain.ID{a, c, d}) {
+		t.Errorf("resumed with %v (%v); want %v then %v, not %v of another action", got, err, []domain.ID{a, c}, d, b)
+	}
+
+	forgotten := domain.NewID(time.Now()).String()
+	err := n.c.Stream(t.Context(), "", forgotten, nil, func(api.StreamEvent) error { return nil })
+	if !errors.Is(err, api.ErrStreamOverflow) || !strings.Contains(err.Error(), forgotten) {
+		t.Errorf("resume after a forgotten execution: %v; want ErrStreamOverflow naming it", err)
+	}
+	if code, _, body := n.call(t, "GET", "/api/v1/stream", "", "Last-Event-ID", "nope"); code != 400 || !strings.Contains(string(body), "Last-Event-ID") {
+		t.Errorf("a bad Last-Event-ID: %d %s", code, body)
 	}
 }

@@ -40,7 +40,7 @@ func followStreams(ctx context.Context, clients []*api.Client) *finishes {
 		var once sync.Once
 		answered := func() { once.Do(ready.Done) }
 		go func() {
-			err := c.Stream(ctx, "", answered, func(e api.StreamEvent) error {
+			err := c.Stream(ctx, "", "", answered, func(e api.StreamEvent) error {
 				f.finished(e.ID)
 				return nil
 			})

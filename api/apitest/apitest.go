@@ -294,8 +294,8 @@ func (b *Backend) Output(ctx context.Context, id domain.ID, from api.OutputFrom,
 	return e, nil
 }
 
-func (b *Backend) Finished(ctx context.Context) <-chan *domain.Execution {
-	return b.streams.Subscribe(ctx)
+func (b *Backend) Finished(ctx context.Context, after domain.ID) ([]domain.ID, <-chan *domain.Execution, error) {
+	return b.streams.Subscribe(ctx, after)
 }
 
 func (b *Backend) Executions(_ context.Context, q api.ListQuery) (api.Page[*domain.Execution], error) {

@@ -222,8 +222,8 @@ func (b *backend) WaitExecution(ctx context.Context, id domain.ID) (*domain.Exec
 }
 
 // Finished streams the executions this node owns as they finish.
-func (b *backend) Finished(ctx context.Context) <-chan *domain.Execution {
-	return b.n.done.streams.Subscribe(ctx)
+func (b *backend) Finished(ctx context.Context, after domain.ID) ([]domain.ID, <-chan *domain.Execution, error) {
+	return b.n.done.streams.Subscribe(ctx, after)
 }
 
 func deadlineOr(ctx context.Context, def time.Time) time.Time {

@@ -235,26 +235,71 @@ func watchCommand(o *cli) *cobra.Command {
 		Long: `Print each execution that the node finishes from now on, as it finishes:
 one line each, or one JSON object per line with -o json. Each node streams
 the executions it owns (those of the events and runs it accepted); in a
-cluster, watch every member to see them all.`,
+cluster, watch every member to see them all.
+
+When the connection breaks, watch connects again and resumes after the
+last execution it printed, so none is missed; when the node cannot resume
+(it restarted, or this watch fell too far behind), it says so on stderr
+and goes on from then.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return o.client().Stream(cmd.Context(), action, nil, func(ev api.StreamEvent) error {
-				if o.output == "json" {
-					_, err := fmt.Fprintf(o.stdout, "%s\n", ev.Data)
+			var last string
+			var printErr error // stdout failed: stop rather than reconnect
+			connected, pause := false, watchRetryMin
+			for {
+				err := o.client().Stream(cmd.Context(), action, last, func() { connected, pause = true, watchRetryMin },
+					func(ev api.StreamEvent) error {
+						if printErr = printFinished(o, ev); printErr == nil {
+							last = ev.ID
+						}
+						return printErr
+					})
+				_, answered := errors.AsType[*api.Error](err)
+				switch {
+				case err == nil || cmd.Context().Err() != nil:
+					return nil
+				case printErr != nil:
+					return printErr
+				case errors.Is(err, api.ErrStreamOverflow):
+					fmt.Fprintf(o.stderr, "troupe: warning: %v; going on from now (troupe execution list shows them)\n", err)
+					last = ""
+					continue
+				case !connected || answered:
 					return err
 				}
-				e, err := ev.View()
-				if err != nil {
-					return err
+				fmt.Fprintf(o.stderr, "troupe: warning: %v; connecting again in %s\n", err, pause)
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(pause):
 				}
-				_, err = fmt.Fprintf(o.stdout, "%s  %-10s  %-8s  %-30s  %s\n", timePtrText(e.FinishedAt), e.Status,
-					durationText(e), e.Action, e.ID)
-				return err
-			})
+				pause = min(2*pause, watchRetryMax)
+			}
 		},
 	}
 	cmd.Flags().StringVar(&action, "action", "", "only executions of this action")
 	return cmd
+}
+
+// How long watch waits before connecting again, doubling from one to the other.
+const (
+	watchRetryMin = 500 * time.Millisecond
+	watchRetryMax = 10 * time.Second
+)
+
+// printFinished prints one execution of the stream as watch does.
+func printFinished(o *cli, ev api.StreamEvent) error {
+	if o.output == "json" {
+		_, err := fmt.Fprintf(o.stdout, "%s\n", ev.Data)
+		return err
+	}
+	e, err := ev.View()
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(o.stdout, "%s  %-10s  %-8s  %-30s  %s\n", timePtrText(e.FinishedAt), e.Status,
+		durationText(e), e.Action, e.ID)
+	return err
 }
 
 // tailCommand is `troupe execution tail`: an execution's output as its
