@@ -73,3 +73,34 @@ parameters:
 		t.Errorf("refused re-runs ran: %q", lines)
 	}
 }
+
+// TestRerunOnAMemberWithoutTheAPI: an execution owned by a member without
+// the api role (its rule member stored the webhook's event) is re-run
+// there when another member is asked: the owner refuses the API's
+// clients, not its members.
+func TestRerunOnAMemberWithoutTheAPI(t *testing.T) {
+	c := StartCluster(t, 2, WithClusterArgs("--packs", hookPack(t)),
+		WithNodeArgs("n1", "--roles", "worker,rule,sensor"),
+		WithNodeArgs("n2", "--roles", "worker,api"))
+	n1, n2 := c.Node("n1"), c.Node("n2")
+	evID, err := n2.Client.Webhook(t.Context(), "hook", map[string]any{"message": "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := executionOf(t, n2, evID)
+	if first.Node != "n1" {
+		t.Fatalf("the webhook's execution is owned by %s, want n1, the rule member", first.Node)
+	}
+	if _, err := n1.Client.Rerun(t.Context(), first.ID.String(), nil); err == nil || !strings.Contains(err.Error(), "does not serve the API") {
+		t.Errorf("rerun asked of n1 itself: %v; want its clients refused", err)
+	}
+	again, err := n2.Client.Rerun(t.Context(), first.ID.String(), map[string]any{"message": "again"})
+	if err != nil {
+		t.Fatalf("rerun through n2: %v", err)
+	}
+	done := n2.WaitExecution(again.ID.String(), domain.StatusSucceeded, 10*time.Second)
+	if done.Node != "n1" || done.RerunOf != first.ID || done.Rule != "" || done.Result.Stdout != "again\n" {
+		t.Errorf("re-run through n2: node %s, rerun_of %s, rule %q, stdout %q; want n1's, of %s, no rule, again",
+			done.Node, done.RerunOf, done.Rule, done.Result.Stdout, first.ID)
+	}
+}
