@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -18,10 +19,12 @@ import (
 	"github.com/troupehq/troupe/storage"
 )
 
-// Store is what execution actors need of storage: read a record and apply
+// Store is what execution actors need of storage: read a record, list the
+// unfinished ones and apply
 // transitions to it durably.
 type Store interface {
 	Execution(id domain.ID) (*domain.Execution, error)
+	Active() ([]*domain.Execution, error)
 	Apply(id domain.ID, ts ...storage.Transition) (*domain.Execution, bool, error)
 }
 
@@ -121,12 +124,14 @@ type manager struct {
 func (m *manager) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		props := actor.PropsFromProducer(func() actor.Actor {
-			return &lane{cfg: m.cfg, children: map[domain.ID]*child{}}
-		}, actor.WithDispatcher(dispatch.Shared))
 		m.lanes = make([]*actor.PID, Lanes)
 		for i := range m.lanes {
-			m.lanes[i] = ctx.Spawn(props)
+			var made atomic.Bool
+			m.lanes[i] = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor {
+				// The producer runs again when the lane restarts after a
+				// panic, and that lane starts empty.
+				return &lane{cfg: m.cfg, index: i, children: map[domain.ID]*child{}, reload: made.Swap(true)}
+			}, actor.WithDispatcher(dispatch.Shared)))
 		}
 	case *protocol.StartExecution:
 		m.forward(ctx, msg.ExecutionId)
@@ -147,9 +152,12 @@ func (m *manager) forward(ctx actor.Context, rawID []byte) {
 		m.cfg.Logger.Warn("dropping message with a malformed execution id", "type", fmt.Sprintf("%T", ctx.Message()))
 		return
 	}
-	// The last byte is random (domain.NewID), so lanes fill evenly.
-	ctx.Forward(m.lanes[int(id[len(id)-1])%len(m.lanes)])
+	ctx.Forward(m.lanes[laneOf(id)])
 }
+
+// laneOf is the lane of execution id. The last byte is random
+// (domain.NewID), so lanes fill evenly.
+func laneOf(id domain.ID) int { return int(id[len(id)-1]) % Lanes }
 
 // lane keeps a child per live execution of its share, made on demand: an
 // execution that already finished, or whose child did not survive a
@@ -157,7 +165,11 @@ func (m *manager) forward(ctx actor.Context, rawID []byte) {
 // reports are still acknowledged.
 type lane struct {
 	cfg      Config
+	index    int
 	children map[domain.ID]*child
+	// reload is set on a lane made again after a panic: it lost its
+	// children, with their deadlines, and takes them back from the store.
+	reload bool
 	// One timer per lane wakes it at its children's earliest deadline:
 	// each execution arms a grant timeout and a backstop, and ten thousand
 	// runtime timers a second, nearly all stopped before they fire, cost
@@ -172,6 +184,11 @@ type wakeUp struct{}
 func (l *lane) Receive(ctx actor.Context) {
 	var c *child
 	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		if l.reload {
+			l.reloadShare(ctx)
+		}
+		return
 	case *actor.Stopping:
 		l.sleep()
 	case *protocol.StartExecution:
@@ -199,6 +216,30 @@ func (l *lane) Receive(ctx actor.Context) {
 	if c != nil {
 		l.settle(c)
 	}
+}
+
+// reloadShare starts again, as a node does at start, every unfinished
+// execution of this lane: one waiting for a slot asks again, one with a
+// worker gets its backstop back, or is abandoned if the worker is gone.
+func (l *lane) reloadShare(ctx actor.Context) {
+	active, err := l.cfg.Store.Active()
+	if err != nil {
+		l.cfg.Logger.Error("restarted execution lane cannot reload its executions; they wait for their next message or the node's restart",
+			"lane", l.index, "err", err)
+		return
+	}
+	n := 0
+	for _, ex := range active {
+		if laneOf(ex.ID) != l.index {
+			continue
+		}
+		if c := l.child(ex.ID); c != nil {
+			c.start(ctx)
+			l.settle(c)
+			n++
+		}
+	}
+	l.cfg.Logger.Warn("execution lane restarted; reloaded its unfinished executions", "lane", l.index, "executions", n)
 }
 
 // child returns the child of id, rebuilding it from the record if the lane

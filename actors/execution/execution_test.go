@@ -89,6 +89,22 @@ type options struct {
 	// fakeWorker, when set, is the worker's message handler instead of a
 	// real worker.
 	fakeWorker func(ctx actor.Context, msg any)
+	// panicOnLoad, when set, makes the first load of that execution panic.
+	panicOnLoad domain.ID
+}
+
+// panicky is the store with one load that panics, as a bug in a lane would.
+type panicky struct {
+	*storage.DB
+	id       domain.ID
+	panicked atomic.Bool
+}
+
+func (p *panicky) Execution(id domain.ID) (*domain.Execution, error) {
+	if id == p.id && !p.panicked.Swap(true) {
+		panic("test: loading execution " + id.String())
+	}
+	return p.DB.Execution(id)
 }
 
 func start(t *testing.T, rt *actortest.Runtime, o options) *env {
@@ -107,8 +123,12 @@ func start(t *testing.T, rt *actortest.Runtime, o options) *env {
 		actortest.Spawn(t, e.sys, worker.Props(worker.Config{Node: "w1", Slots: max(o.slots, 1), Runtimes: reg,
 			Resend: o.resend, Logger: actortest.Logger(t)}), protocol.WorkerActor)
 	}
+	var store execution.Store = e.db
+	if !o.panicOnLoad.IsZero() {
+		store = &panicky{DB: e.db, id: o.panicOnLoad}
+	}
 	e.manager = actortest.Spawn(t, e.sys, execution.Props(execution.Config{
-		Node: "n1", Store: e.db, Catalog: actions, Placement: e.place,
+		Node: "n1", Store: store, Catalog: actions, Placement: e.place,
 		OnTerminal: func(ex *domain.Execution) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
@@ -448,6 +468,22 @@ func TestExecutionWaitsForAWorkerWithItsRuntime(t *testing.T) {
 			}
 			wantHistory(t, e.history(id), tc.wantStatus...)
 		})
+	}
+}
+
+// TestRestartedLaneTakesBackItsExecutions: a lane that panics restarts
+// empty; it takes back its unfinished executions from the store, so that
+// one waiting for a worker still fails at its placement timeout, and the
+// one whose message made it panic is started too.
+func TestRestartedLaneTakesBackItsExecutions(t *testing.T) {
+	waiting, crashing := domain.NewID(time.Now()), domain.NewID(time.Now())
+	crashing[len(crashing)-1] = waiting[len(waiting)-1] // the lane is chosen by the last byte
+	e := start(t, &actortest.Runtime{}, options{placementTimeout: 300 * time.Millisecond, panicOnLoad: crashing})
+	e.place.noWorker.Store(true)
+	e.runAs(waiting, "t.act", nil)
+	e.runAs(crashing, "t.act", nil)
+	for _, id := range []domain.ID{waiting, crashing} {
+		e.wantEnd(e.waitEnd(id), domain.StatusFailed, "no live member runs test yet: no worker available")
 	}
 }
 
