@@ -21,7 +21,7 @@ type capture struct {
 	live *Output
 }
 
-// set publishes buf, having dropped n more bytes.
+// set publishes buf, and counts dropped more bytes past the cap.
 func (c *capture) set(buf []byte, dropped int) {
 	if c.live == nil {
 		c.buf = buf
