@@ -21,7 +21,9 @@ type Backend interface {
 	WaitExecution(ctx context.Context, id domain.ID) (*domain.Execution, []domain.HistoryEntry, error)
 	// Output calls fn with what execution id's action prints (stream
 	// "stdout" or "stderr"), past from, as it prints it, until the
-	// execution is terminal, and returns its terminal record. With
+	// execution is terminal, and returns its terminal record. When a retry
+	// starts another attempt, fn gets stream "attempt" with its number and
+	// that attempt's output from its start. With
 	// IsLocal(ctx) it follows only a run in progress on this node and
 	// returns a nil record once that run's output ends, or
 	// domain.ErrNotFound when no run of id is in progress here.

@@ -14,18 +14,22 @@ import (
 	"github.com/troupehq/troupe/domain"
 )
 
-// OutputFrom is where a reader of an execution's output resumes: the bytes
-// of each stream it already has.
+// OutputFrom is where a reader of an execution's output resumes: the
+// attempt it follows (0: the current one) and the bytes of each of its
+// streams it already has.
 type OutputFrom struct {
+	Attempt        int
 	Stdout, Stderr int
 }
 
 // output serves GET /api/v1/executions/{id}/output as Server-Sent Events:
 // a `stdout` or `stderr` event for each piece the action prints, its data
-// the text as a JSON string, as it prints it; then one `end` event whose
-// data is the terminal execution (`{}` for ?local=true, which follows only
-// a run in progress on this node). `?stdout=N&stderr=M` skip what a reader
-// already has. A failure once the stream has begun is an `error` event.
+// the text as a JSON string, as it prints it; an `attempt` event, its data
+// the number, when a retry starts the action again; then one `end` event
+// whose data is the terminal execution (`{}` for ?local=true, which
+// follows only a run in progress on this node).
+// `?attempt=A&stdout=N&stderr=M` skip what a reader already has. A failure
+// once the stream has begun is an `error` event.
 func (s *Server) output(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	id, err := domain.ParseID(r.PathValue("id"))
 	if err != nil {
@@ -33,10 +37,10 @@ func (s *Server) output(w http.ResponseWriter, r *http.Request) (int, any, error
 	}
 	var from OutputFrom
 	q := r.URL.Query()
-	for name, n := range map[string]*int{"stdout": &from.Stdout, "stderr": &from.Stderr} {
+	for name, n := range map[string]*int{"attempt": &from.Attempt, "stdout": &from.Stdout, "stderr": &from.Stderr} {
 		if v := q.Get(name); v != "" {
 			if *n, err = strconv.Atoi(v); err != nil || *n < 0 {
-				return 0, nil, newError(CodeBadRequest, "query %s=%q: want the number of bytes already read", name, v)
+				return 0, nil, newError(CodeBadRequest, "query %s=%q: want a number, at least 0", name, v)
 			}
 		}
 	}
@@ -84,6 +88,9 @@ func (s *Server) output(w http.ResponseWriter, r *http.Request) (int, any, error
 		}
 	}()
 	ex, err := s.b.Output(r.Context(), id, from, func(stream string, chunk []byte) error {
+		if stream == "attempt" {
+			return send(stream, chunk)
+		}
 		text, _ := json.Marshal(string(chunk))
 		return send(stream, text)
 	})
@@ -113,10 +120,14 @@ func (s *Server) output(w http.ResponseWriter, r *http.Request) (int, any, error
 // Output follows what execution id's action prints (GET
 // /api/v1/executions/{id}/output), calling fn with each piece, from where
 // from says, until the execution ends; it returns the terminal execution
-// (nil from a Local client, which follows a run on that node only). The
+// (nil from a Local client, which follows a run on that node only). A
+// retry's new attempt is a piece of stream "attempt", its number. The
 // chunk is valid only during the call.
 func (c *Client) Output(ctx context.Context, id string, from OutputFrom, fn func(stream string, chunk []byte) error) (*ExecutionView, error) {
 	q := url.Values{}
+	if from.Attempt > 0 {
+		q.Set("attempt", strconv.Itoa(from.Attempt))
+	}
 	if from.Stdout > 0 {
 		q.Set("stdout", strconv.Itoa(from.Stdout))
 	}
@@ -147,6 +158,8 @@ func (c *Client) Output(ctx context.Context, id string, from OutputFrom, fn func
 	ended := false
 	err = readEvents(resp.Body, func(event, _ string, data []byte) error {
 		switch event {
+		case "attempt":
+			return fn(event, data)
 		case "stdout", "stderr":
 			var text string
 			if err := json.Unmarshal(data, &text); err != nil {

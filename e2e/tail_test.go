@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -111,4 +112,26 @@ func TestTailOutlivesItsWorker(t *testing.T) {
 		t.Errorf("tail exited %d after its worker died:\n%s\nwant 1 and the execution abandoned", code, stderr.String())
 	}
 	t.Logf("tail ended %s after the worker's kill: %s", time.Since(killed).Round(time.Millisecond), strings.TrimSpace(stderr.String()))
+}
+
+// TestTailFollowsEveryAttempt: an action that fails once and is retried
+// prints, through one tail, its first attempt's output, a line naming the
+// second attempt, then the second's output from its start.
+func TestTailFollowsEveryAttempt(t *testing.T) {
+	counter := filepath.Join(t.TempDir(), "count")
+	pack := writePack(t, "flaky", map[string]string{
+		"actions/once.yaml": "name: once\nruntime: shell\nentry_point: once.sh\nretry: {count: 1, on: [failed], delay: 0.5}\n",
+		"actions/once.sh": "#!/bin/sh\necho x >> " + counter + "\nn=$(wc -l < " + counter + ")\n" +
+			"echo \"attempt $n starts\"; sleep 1; echo \"attempt $n ends\"; [ $n -ge 2 ]\n",
+	})
+	n := StartNode(t, "n1", WithPacks(pack))
+	ex, err := n.Client.Run(t.Context(), "flaky.once", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, code := troupe(t, n, "execution", "tail", ex.ID.String())
+	want := "attempt 1 starts\nattempt 1 ends\n--- attempt 2 ---\nattempt 2 starts\nattempt 2 ends\nexecution " + ex.ID.String() + " succeeded after "
+	if code != 0 || !strings.HasPrefix(out, want) {
+		t.Errorf("tail exited %d:\n%s\nwant it to begin\n%s", code, out, want)
+	}
 }

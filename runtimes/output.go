@@ -10,6 +10,7 @@ import (
 // the run's result keeps (the first max bytes of each stream) and never
 // holds up the action: a reader only looks at what is already written.
 type Output struct {
+	attempt        int // of the execution, for a reader that follows one attempt
 	mu             sync.Mutex
 	stdout, stderr capture
 	wake           chan struct{} // made by a waiting reader; closed by the next write or End
@@ -94,9 +95,10 @@ func whole(p []byte) []byte {
 // The zero value is ready to use.
 type Live struct{ m sync.Map }
 
-// Start registers and returns the output of a run of execution id.
-func (l *Live) Start(id string) *Output {
+// Start registers and returns the output of attempt of execution id.
+func (l *Live) Start(id string, attempt int) *Output {
 	o := NewOutput()
+	o.attempt = attempt
 	l.m.Store(id, o)
 	return o
 }
@@ -108,10 +110,10 @@ func (l *Live) End(id string, o *Output) {
 	l.m.CompareAndDelete(id, o)
 }
 
-// Get returns the output of the run of execution id in progress here.
-func (l *Live) Get(id string) (*Output, bool) {
+// Get returns the output of that attempt of execution id, in progress here.
+func (l *Live) Get(id string, attempt int) (*Output, bool) {
 	o, ok := l.m.Load(id)
-	if !ok {
+	if !ok || o.(*Output).attempt != attempt {
 		return nil, false
 	}
 	return o.(*Output), true

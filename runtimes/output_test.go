@@ -107,22 +107,25 @@ func TestOutputHoldsSplitCharacters(t *testing.T) {
 	}
 }
 
-// TestLiveOutputs: a run's output is found by execution ID until it ends,
-// and a later run of the same execution is not forgotten by the end of
-// an earlier one.
+// TestLiveOutputs: a run's output is found by execution ID and attempt
+// until it ends, and a later attempt of the same execution is not
+// forgotten by the end of an earlier one.
 func TestLiveOutputs(t *testing.T) {
 	var l Live
-	first := l.Start("e1")
-	if o, ok := l.Get("e1"); !ok || o != first {
-		t.Fatalf("Get(e1) = %p, %v; want the started output", o, ok)
+	first := l.Start("e1", 1)
+	if o, ok := l.Get("e1", 1); !ok || o != first {
+		t.Fatalf("Get(e1, 1) = %p, %v; want the started output", o, ok)
 	}
-	second := l.Start("e1")
+	second := l.Start("e1", 2)
+	if _, ok := l.Get("e1", 1); ok {
+		t.Error("attempt 1's output is found once attempt 2 started")
+	}
 	l.End("e1", first)
-	if o, ok := l.Get("e1"); !ok || o != second {
-		t.Errorf("ending the first run forgot the second: %p, %v", o, ok)
+	if o, ok := l.Get("e1", 2); !ok || o != second {
+		t.Errorf("ending the first attempt forgot the second: %p, %v", o, ok)
 	}
 	l.End("e1", second)
-	if _, ok := l.Get("e1"); ok {
+	if _, ok := l.Get("e1", 2); ok {
 		t.Error("an ended run's output is still found")
 	}
 	if _, _, ended, _ := first.Since(0, 0); !ended {

@@ -366,7 +366,7 @@ func (w *worker) onAssign(ctx actor.Context, m *protocol.Assign) {
 	req := runtimes.Request{ExecutionID: k.id.String(), Action: m.Action, EntryPoint: m.EntryPoint, Cmd: m.Cmd,
 		Parameters: params, Timeout: time.Duration(m.TimeoutMs) * time.Millisecond}
 	if w.cfg.Live != nil && a.pool == w.process {
-		req.Output = w.cfg.Live.Start(req.ExecutionID)
+		req.Output = w.cfg.Live.Start(req.ExecutionID, int(k.attempt))
 	}
 	dispatch.Shared.Go(func() {
 		if req.Output != nil {

@@ -310,7 +310,9 @@ func tailCommand(o *cli) *cobra.Command {
 		Short: "Print an execution's output as its action prints it, until the execution ends",
 		Long: `Print what an execution's action prints, its stdout on stdout and its stderr
 on stderr, from the start and as it prints it; then, on stderr, how the
-execution ended. An execution that has ended prints what its record kept.
+execution ended. When a retry runs the action again, a line on stderr
+says which attempt follows. An execution that has ended prints what its
+record kept (of its last attempt).
 Any member answers; the output comes from the member that runs the action.
 Builtin actions print nothing until they end.
 
@@ -319,11 +321,15 @@ Exit codes: 0 succeeded; 1 another terminal status; 2 usage or API error.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			final, err := o.client().Output(cmd.Context(), args[0], api.OutputFrom{}, func(stream string, chunk []byte) error {
-				w := o.stdout
-				if stream == "stderr" {
-					w = o.stderr
+				var err error
+				switch stream {
+				case "attempt":
+					_, err = fmt.Fprintf(o.stderr, "--- attempt %s ---\n", chunk)
+				case "stderr":
+					_, err = o.stderr.Write(chunk)
+				default:
+					_, err = o.stdout.Write(chunk)
 				}
-				_, err := w.Write(chunk)
 				return err
 			})
 			switch {

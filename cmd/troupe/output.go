@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/troupehq/troupe/api"
@@ -17,7 +18,8 @@ const outputPoll = 100 * time.Millisecond
 // Output follows what execution id prints: live from the worker that runs
 // it, here or on another member, then what its record kept. Until the
 // execution has a worker, and between a run's end and its record's, it
-// polls the record.
+// polls the record. It follows the attempt from names, or the current one,
+// and each later attempt a retry starts, from its start.
 func (b *backend) Output(ctx context.Context, id domain.ID, from api.OutputFrom, fn func(string, []byte) error) (*domain.Execution, error) {
 	// What fn was given moves from on, so that following the run live, then
 	// its record, never repeats a byte.
@@ -39,6 +41,17 @@ func (b *backend) Output(ctx context.Context, id domain.ID, from api.OutputFrom,
 		ex, _, err := b.execution(ctx, id, 0)
 		if err != nil {
 			return nil, err
+		}
+		switch {
+		case from.Attempt == 0:
+			from.Attempt = ex.Attempt
+		case ex.Attempt > from.Attempt:
+			// Only the last attempt's output is kept: a reader that missed
+			// the end of an earlier one gets the next from its start.
+			from = api.OutputFrom{Attempt: ex.Attempt}
+			if err := fn("attempt", []byte(strconv.Itoa(ex.Attempt))); err != nil {
+				return nil, err
+			}
 		}
 		if ex.Status.Terminal() {
 			if r := ex.Result; r != nil {
@@ -96,9 +109,9 @@ func (b *backend) followWorker(ctx context.Context, worker string, id domain.ID,
 // followLive gives fn what the run of execution id on this node prints
 // until it ends.
 func (b *backend) followLive(ctx context.Context, id domain.ID, from *api.OutputFrom, fn func(string, []byte) error) error {
-	o, ok := b.n.live.Get(id.String())
+	o, ok := b.n.live.Get(id.String(), from.Attempt)
 	if !ok {
-		return fmt.Errorf("no run of execution %s in progress on node %s: %w", id, b.n.cfg.NodeName, domain.ErrNotFound)
+		return fmt.Errorf("no run of attempt %d of execution %s in progress on node %s: %w", from.Attempt, id, b.n.cfg.NodeName, domain.ErrNotFound)
 	}
 	for {
 		stdout, stderr, ended, more := o.Since(from.Stdout, from.Stderr)
