@@ -32,6 +32,8 @@ func TestCLIRunAndList(t *testing.T) {
 	}{
 		{[]string{"run", "core.echo", "message=hi from the cli"}, 0, "hi from the cli"},
 		{[]string{"run", "core.local", "cmd=echo oops >&2; exit 3"}, 1, "oops"},
+		{[]string{"run", "core.local", "cmd=echo tailed; exit 5", "--tail"}, 1, "tailed\nexecution "},
+		{[]string{"run", "core.local", "cmd=echo slow; sleep 10", "--tail", "--timeout", "500ms"}, 2, "slow\ntroupe: stopped following at the timeout"},
 		{[]string{"run", "core.nope"}, 2, "core.nope"},
 		{[]string{"run", "core.echo"}, 2, "message"},
 		{[]string{"execution", "list"}, 0, "core.local"},

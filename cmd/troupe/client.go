@@ -57,7 +57,7 @@ one, and names it as rerun_of.
 // starts (an action, an execution to run again) and whose others are
 // parameters: it starts an execution, then waits for it and prints it.
 func startCommand(o *cli, cmd *cobra.Command, start func(*api.Client, context.Context, string, map[string]any) (*api.ExecutionView, error)) *cobra.Command {
-	var async bool
+	var async, follow bool
 	var timeout time.Duration
 	cmd.Args = cobra.MinimumNArgs(1)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -70,7 +70,8 @@ func startCommand(o *cli, cmd *cobra.Command, start func(*api.Client, context.Co
 		if err != nil {
 			return err
 		}
-		if async {
+		switch {
+		case async:
 			if o.output == "json" {
 				return writeJSON(o.stdout, e)
 			}
@@ -82,6 +83,9 @@ func startCommand(o *cli, cmd *cobra.Command, start func(*api.Client, context.Co
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, timeout)
 			defer cancel()
+		}
+		if follow {
+			return tail(ctx, o, c, e.ID.String())
 		}
 		final, err := c.Wait(ctx, e.ID.String())
 		switch {
@@ -107,7 +111,9 @@ func startCommand(o *cli, cmd *cobra.Command, start func(*api.Client, context.Co
 		return cmp.Or(err, outcome(final.Status))
 	}
 	cmd.Flags().BoolVar(&async, "async", false, "print the execution ID and return without waiting")
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "stop waiting after this long (0 waits until the execution ends)")
+	cmd.Flags().BoolVar(&follow, "tail", false, "print the action's output as it prints it (as troupe execution tail), not the result at the end")
+	cmd.MarkFlagsMutuallyExclusive("async", "tail")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "stop waiting (or following) after this long (0 waits until the execution ends)")
 	return cmd
 }
 
@@ -320,35 +326,43 @@ Exit codes: 0 succeeded; 1 another terminal status; 2 usage or API error.`,
 		Example: "  troupe execution tail 01M8B0Q5ZC7J3RB3XG5AW0N3PZ\n  troupe run demo.deploy --async | xargs troupe execution tail",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			final, err := o.client().Output(cmd.Context(), args[0], api.OutputFrom{}, func(stream string, chunk []byte) error {
-				var err error
-				switch stream {
-				case "attempt":
-					_, err = fmt.Fprintf(o.stderr, "--- attempt %s ---\n", chunk)
-				case "stderr":
-					_, err = o.stderr.Write(chunk)
-				default:
-					_, err = o.stdout.Write(chunk)
-				}
-				return err
-			})
-			switch {
-			case err != nil && cmd.Context().Err() != nil:
-				return fmt.Errorf("interrupted; execution %s goes on (troupe execution get %s)", args[0], args[0])
-			case err != nil:
-				return err
-			}
-			end := fmt.Sprintf("execution %s %s", final.ID, final.Status)
-			if d := durationText(final); d != "" {
-				end += " after " + d
-			}
-			if final.Error != "" {
-				end += ": " + final.Error
-			}
-			fmt.Fprintln(o.stderr, end)
-			return outcome(final.Status)
+			return tail(cmd.Context(), o, o.client(), args[0])
 		},
 	}
+}
+
+// tail prints execution id's output as its action prints it, then how it
+// ended, and returns the error (exit code) of that end.
+func tail(ctx context.Context, o *cli, c *api.Client, id string) error {
+	final, err := c.Output(ctx, id, api.OutputFrom{}, func(stream string, chunk []byte) error {
+		var err error
+		switch stream {
+		case "attempt":
+			_, err = fmt.Fprintf(o.stderr, "--- attempt %s ---\n", chunk)
+		case "stderr":
+			_, err = o.stderr.Write(chunk)
+		default:
+			_, err = o.stdout.Write(chunk)
+		}
+		return err
+	})
+	switch {
+	case err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("stopped following at the timeout; execution %s goes on (troupe execution get %s)", id, id)
+	case err != nil && ctx.Err() != nil:
+		return fmt.Errorf("interrupted; execution %s goes on (troupe execution get %s)", id, id)
+	case err != nil:
+		return err
+	}
+	end := fmt.Sprintf("execution %s %s", final.ID, final.Status)
+	if d := durationText(final); d != "" {
+		end += " after " + d
+	}
+	if final.Error != "" {
+		end += ": " + final.Error
+	}
+	fmt.Fprintln(o.stderr, end)
+	return outcome(final.Status)
 }
 
 func resourceCommands(o *cli) []*cobra.Command {
