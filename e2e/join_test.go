@@ -65,6 +65,9 @@ func TestClusterSameJoinListEverywhere(t *testing.T) {
 					t.Errorf("n1's /readyz while alone: %v; want it to say %q", err, want)
 				}
 			}
+			if got := total(mustScrape(t, n1), "troupe_cluster_seeds_unanswered"); got != 2 {
+				t.Errorf("n1 alone exports troupe_cluster_seeds_unanswered %v, want its 2 seeds", got)
+			}
 			run, err := n1.Client.Run(t.Context(), "core.noop", nil)
 			if err != nil {
 				t.Fatalf("run on n1 while alone: %v", err)
@@ -102,6 +105,9 @@ func TestClusterSameJoinListEverywhere(t *testing.T) {
 				// Joined, every node is ready: Start waited only until it
 				// took work, alone or not.
 				waitFor(t, 5*time.Second, func() error { return n.Client.Ready(t.Context()) })
+				if got := total(mustScrape(t, n), "troupe_cluster_seeds_unanswered"); got != 0 {
+					t.Errorf("%s, joined, exports troupe_cluster_seeds_unanswered %v, want 0", n.Name, got)
+				}
 				out, code := troupe(t, n, "members")
 				if code != 0 || strings.Count(out, "alive") != 3 || !strings.Contains(out, n.Name+" (self)") {
 					t.Errorf("`troupe members` on %s exited %d:\n%s\nwant three members alive", n.Name, code, out)

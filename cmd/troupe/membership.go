@@ -18,6 +18,7 @@ import (
 	protocluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/cluster/identitylookup/disthash"
 	"github.com/asynkron/protoactor-go/remote"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/troupehq/troupe/actors/execution"
@@ -56,6 +57,10 @@ func (n *node) joinCluster() error {
 		return err
 	}
 	n.gossip = g
+	// Read at each scrape: the cluster ends the join retries on its own.
+	n.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_cluster_seeds_unanswered",
+		Help: "Seeds this node keeps trying because none of them has answered and no member has joined it; it runs alone, is not ready and fires no timers meanwhile. 0 once it has met a member."},
+		func() float64 { return float64(len(g.Joining())) }))
 
 	host, port, err := splitAddr(n.cfg.Remote)
 	if err != nil {
