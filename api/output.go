@@ -22,6 +22,25 @@ type OutputFrom struct {
 	Stdout, Stderr int
 }
 
+// SendKept gives fn what result r kept of each stream past from: the rest
+// of an output a reader followed live, or all of it. A nil r kept nothing.
+func SendKept(r *domain.Result, from OutputFrom, fn func(stream string, chunk []byte) error) error {
+	if r == nil {
+		return nil
+	}
+	for _, s := range [...]struct {
+		name, text string
+		from       int
+	}{{"stdout", r.Stdout, from.Stdout}, {"stderr", r.Stderr, from.Stderr}} {
+		if len(s.text) > s.from {
+			if err := fn(s.name, []byte(s.text[s.from:])); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // output serves GET /api/v1/executions/{id}/output as Server-Sent Events:
 // a `stdout` or `stderr` event for each piece the action prints, its data
 // the text as a JSON string, as it prints it; an `attempt` event, its data
@@ -134,29 +153,14 @@ func (c *Client) Output(ctx context.Context, id string, from OutputFrom, fn func
 	if from.Stderr > 0 {
 		q.Set("stderr", strconv.Itoa(from.Stderr))
 	}
-	if c.Local {
-		q.Set("local", "true")
-	}
-	u := c.Addr + "/api/v1/executions/" + url.PathEscape(id) + "/output"
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	body, err := c.openEvents(ctx, "/api/v1/executions/"+url.PathEscape(id)+"/output", q, "")
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Accept", "text/event-stream")
-	resp, err := c.httpClient().Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, responseError(resp)
-	}
+	defer body.Close()
 	var final *ExecutionView
 	ended := false
-	err = readEvents(resp.Body, func(event, _ string, data []byte) error {
+	err = readEvents(body, func(event, _ string, data []byte) error {
 		switch event {
 		case "attempt":
 			return fn(event, data)

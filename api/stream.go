@@ -255,35 +255,22 @@ func (e StreamEvent) View() (*ExecutionView, error) {
 // event: the node has subscribed by then, so every execution finishing
 // later reaches fn.
 func (c *Client) Stream(ctx context.Context, action, after string, ready func(), fn func(StreamEvent) error) error {
-	u := c.Addr + "/api/v1/stream"
+	q := url.Values{}
 	if action != "" {
-		u += "?" + url.Values{"action": {action}}.Encode()
+		q.Set("action", action)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
+	body, err := c.openEvents(ctx, "/api/v1/stream", q, after)
+	if e, ok := err.(*Error); ok && e.Code == CodeOverflow {
+		return fmt.Errorf("%s: %w", e.Message, ErrStreamOverflow)
+	} else if err != nil {
 		return err
 	}
-	req.Header.Set("Accept", "text/event-stream")
-	if after != "" {
-		req.Header.Set("Last-Event-ID", after)
-	}
-	resp, err := c.httpClient().Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		err := responseError(resp)
-		if e, ok := err.(*Error); ok && e.Code == CodeOverflow {
-			return fmt.Errorf("%s: %w", e.Message, ErrStreamOverflow)
-		}
-		return err
-	}
+	defer body.Close()
 	if ready != nil {
 		ready()
 	}
 	var stop error // fn's, or the node's error event: returned as they are
-	err = readEvents(resp.Body, func(event, id string, data []byte) error {
+	err = readEvents(body, func(event, id string, data []byte) error {
 		switch event {
 		case "execution":
 			stop = fn(StreamEvent{ID: id, Data: data})
@@ -305,6 +292,35 @@ func (c *Client) Stream(ctx context.Context, action, after string, ready func(),
 		return fmt.Errorf("read stream from %s: %w", c.Addr, err)
 	}
 	return fmt.Errorf("read stream from %s: the node closed it", c.Addr)
+}
+
+// openEvents opens the Server-Sent Events of GET path?q, resuming after
+// event lastID when it is not empty; an answer other than 200 is its error.
+func (c *Client) openEvents(ctx context.Context, path string, q url.Values, lastID string) (io.ReadCloser, error) {
+	if c.Local {
+		q.Set("local", "true")
+	}
+	u := c.Addr + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, responseError(resp)
+	}
+	return resp.Body, nil
 }
 
 // readEvents calls fn with the type, ID and data of each Server-Sent Event

@@ -40,31 +40,35 @@ func follow(t *testing.T, ctx context.Context, c *api.Client, action string) (<-
 	return events, done
 }
 
+// runTo runs action through the API, then moves its execution through the
+// statuses to, as a worker's reports would.
+func (n *node) runTo(t *testing.T, action string, to ...domain.Status) domain.ID {
+	t.Helper()
+	var params map[string]any
+	if action == "demo.echo" {
+		params = map[string]any{"message": "hi"}
+	}
+	e, err := n.c.Run(t.Context(), action, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range to {
+		if err := n.b.Transition(e.ID, st, &domain.Result{Stdout: "hi\n"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e.ID
+}
+
 func TestStreamFinishedExecutions(t *testing.T) {
 	n := start(t, api.DefaultConfig())
 	ctx, cancel := context.WithCancel(t.Context())
 	all, allDone := follow(t, ctx, n.c, "")
 	echoes, _ := follow(t, ctx, n.c, "demo.echo")
 
-	run := func(action string, to ...domain.Status) domain.ID {
-		var params map[string]any
-		if action == "demo.echo" {
-			params = map[string]any{"message": "hi"}
-		}
-		e, err := n.c.Run(t.Context(), action, params)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, st := range to {
-			if err := n.b.Transition(e.ID, st, &domain.Result{Stdout: "hi\n"}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return e.ID
-	}
-	ok := run("demo.echo", domain.StatusScheduled, domain.StatusRunning, domain.StatusSucceeded)
-	running := run("demo.echo", domain.StatusScheduled, domain.StatusRunning)
-	noop := run("core.noop", domain.StatusScheduled, domain.StatusRunning, domain.StatusFailed)
+	ok := n.runTo(t, "demo.echo", domain.StatusScheduled, domain.StatusRunning, domain.StatusSucceeded)
+	running := n.runTo(t, "demo.echo", domain.StatusScheduled, domain.StatusRunning)
+	noop := n.runTo(t, "core.noop", domain.StatusScheduled, domain.StatusRunning, domain.StatusFailed)
 	if err := n.b.Transition(running, domain.StatusSucceeded, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -231,20 +235,7 @@ func TestFanoutResumes(t *testing.T) {
 func TestStreamResumesAfterLastEventID(t *testing.T) {
 	n := start(t, api.DefaultConfig())
 	finish := func(action string) domain.ID {
-		var params map[string]any
-		if action == "demo.echo" {
-			params = map[string]any{"message": "hi"}
-		}
-		e, err := n.c.Run(t.Context(), action, params)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, st := range []domain.Status{domain.StatusScheduled, domain.StatusRunning, domain.StatusSucceeded} {
-			if err := n.b.Transition(e.ID, st, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return e.ID
+		return n.runTo(t, action, domain.StatusScheduled, domain.StatusRunning, domain.StatusSucceeded)
 	}
 	first := finish("demo.echo")
 	a, b, c := finish("demo.echo"), finish("core.noop"), finish("demo.echo")

@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/troupehq/troupe/internal/troupetest"
 )
 
 // troupe runs the CLI against node n and returns its output and exit code.
@@ -21,6 +25,27 @@ func troupe(t *testing.T, n *Node, args ...string) (string, int) {
 		t.Fatal(err)
 	}
 	return out.String(), cmd.ProcessState.ExitCode()
+}
+
+// startTroupe starts the CLI against node n without waiting for it, for
+// commands that go on (tail, watch): its stdout is to read as it comes,
+// its stderr collects in the buffer. ctx's end kills it; it is waited for
+// when the test ends.
+func startTroupe(t *testing.T, ctx context.Context, n *Node, args ...string) (*exec.Cmd, io.Reader, *troupetest.Buffer) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = append(os.Environ(), "TROUPE_ADDR="+n.Addr)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &troupetest.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, stdout, stderr
 }
 
 func TestCLIRunAndList(t *testing.T) {

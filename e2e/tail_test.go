@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,19 +28,9 @@ func TestTailFollowsTheWorker(t *testing.T) {
 	}
 	id := ex.ID.String()
 
-	cmd := exec.Command(binary, "execution", "tail", id)
-	cmd.Env = append(os.Environ(), "TROUPE_ADDR="+n1.Addr)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := startTroupe(t, t.Context(), n1, "execution", "tail", id)
 	first := make([]byte, len("line 1\n"))
-	if _, err := stdout.Read(first); err != nil || string(first) != "line 1\n" {
+	if _, err := io.ReadFull(stdout, first); err != nil || string(first) != "line 1\n" {
 		t.Fatalf("tail's first output: %q, %v", first, err)
 	}
 	// The first line came while the action still ran.
@@ -89,17 +77,7 @@ func TestTailOutlivesItsWorker(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, "execution", "tail", ex.ID.String())
-	cmd.Env = append(os.Environ(), "TROUPE_ADDR="+n1.Addr)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdout, stderr := startTroupe(t, ctx, n1, "execution", "tail", ex.ID.String())
 	first := make([]byte, len("started\n"))
 	if _, err := io.ReadFull(stdout, first); err != nil || string(first) != "started\n" {
 		t.Fatalf("tail's first output: %q, %v", first, err)

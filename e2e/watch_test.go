@@ -2,13 +2,9 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,19 +20,7 @@ func TestWatchAcrossARestart(t *testing.T) {
 	n := c.Node("n1")
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, "execution", "watch", "-o", "json")
-	cmd.Env = append(os.Environ(), "TROUPE_ADDR="+n.Addr)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var stderr bytes.Buffer
-	cmd.Stderr = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return stderr.Write(p) })
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); cmd.Wait() })
+	cmd, stdout, stderr := startTroupe(t, ctx, n, "execution", "watch", "-o", "json")
 	printed := make(chan string, 16)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -63,8 +47,6 @@ func TestWatchAcrossARestart(t *testing.T) {
 				}
 			case <-time.After(2 * time.Second):
 			case <-deadline:
-				mu.Lock()
-				defer mu.Unlock()
 				t.Fatalf("watch printed no %s run within 30s (exited: %v); its stderr:\n%s", what, cmd.ProcessState, stderr.String())
 			}
 		}
@@ -73,15 +55,9 @@ func TestWatchAcrossARestart(t *testing.T) {
 	n.Stop()
 	c.Restart(n)
 	expect("after")
-	mu.Lock()
-	defer mu.Unlock()
 	for _, want := range []string{"connecting again in", "cannot resume after execution " + last, "going on from now"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("watch's stderr does not say %q:\n%s", want, stderr.String())
 		}
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

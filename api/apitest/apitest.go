@@ -279,19 +279,7 @@ func (b *Backend) Output(ctx context.Context, id domain.ID, from api.OutputFrom,
 	if err != nil || !e.Status.Terminal() {
 		return nil, cmp.Or(err, ctx.Err())
 	}
-	if r := e.Result; r != nil {
-		for _, s := range []struct {
-			name, text string
-			from       int
-		}{{"stdout", r.Stdout, from.Stdout}, {"stderr", r.Stderr, from.Stderr}} {
-			if len(s.text) > s.from {
-				if err := fn(s.name, []byte(s.text[s.from:])); err != nil {
-					return nil, err
-				}
-			}
-		}
-	}
-	return e, nil
+	return e, api.SendKept(e.Result, from, fn)
 }
 
 func (b *Backend) Finished(ctx context.Context, after domain.ID) ([]domain.ID, <-chan *domain.Execution, error) {

@@ -54,15 +54,7 @@ func (b *backend) Output(ctx context.Context, id domain.ID, from api.OutputFrom,
 			}
 		}
 		if ex.Status.Terminal() {
-			if r := ex.Result; r != nil {
-				if err := sendFrom(sent, "stdout", r.Stdout, from.Stdout); err != nil {
-					return nil, err
-				}
-				if err := sendFrom(sent, "stderr", r.Stderr, from.Stderr); err != nil {
-					return nil, err
-				}
-			}
-			return ex, nil
+			return ex, api.SendKept(ex.Result, from, fn)
 		}
 		if ex.Worker != "" {
 			err := b.followWorker(ctx, ex.Worker, id, &from, sent)
@@ -76,14 +68,6 @@ func (b *backend) Output(ctx context.Context, id domain.ID, from api.OutputFrom,
 		case <-time.After(outputPoll):
 		}
 	}
-}
-
-// sendFrom gives fn what text holds past the from bytes already given.
-func sendFrom(fn func(string, []byte) error, stream, text string, from int) error {
-	if len(text) <= from {
-		return nil
-	}
-	return fn(stream, []byte(text[from:]))
 }
 
 // followWorker follows the run of execution id on member worker until its
