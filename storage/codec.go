@@ -17,8 +17,8 @@ import (
 )
 
 // The codec is the one place that knows how records become bytes. The
-// records of the execution pipeline (events, enforcements, executions,
-// history) are protobuf messages (recordpb): every execution writes and
+// records of the execution pipeline (events, enforcements, executions with
+// their history) are protobuf messages (recordpb): every execution writes and
 // reads them several times, and JSON's reflection made decoding them the
 // largest share of a node's CPU. Anything else, and records written before
 // the switch, are JSON: a JSON record starts with '{', which no protobuf
@@ -74,12 +74,21 @@ func message(v any) (proto.Message, error) {
 		return eventPB(r)
 	case *domain.Enforcement:
 		return enforcementPB(r), nil
-	case *domain.Execution:
-		return executionPB(r)
+	case executionRecord:
+		return executionPB(r.ex, r.history)
 	case *domain.HistoryEntry:
-		return historyPB(r), nil
+		return historyPB(r, new(recordpb.HistoryEntry)), nil
 	}
 	return nil, nil
+}
+
+// executionRecord is an execution as stored under ex/: the record with its
+// latest history entries (see recordHistory). Keeping them in the record
+// rather than a key per transition under eh/ spared four of the fifteen
+// keys an execution wrote (see docs/performance.md, session 9).
+type executionRecord struct {
+	ex      *domain.Execution
+	history []domain.HistoryEntry
 }
 
 // decode copies everything it keeps out of b, so b may be a Pebble buffer
@@ -113,11 +122,8 @@ func decodePB(b []byte, v any) error {
 		}
 		return fromEnforcementPB(&m, r)
 	case *domain.Execution:
-		var m recordpb.Execution
-		if err := proto.Unmarshal(b, &m); err != nil {
-			return err
-		}
-		return fromExecutionPB(&m, r)
+		_, err := executionOf(b, r)
+		return err
 	case *domain.HistoryEntry:
 		var m recordpb.HistoryEntry
 		if err := proto.Unmarshal(b, &m); err != nil {
@@ -127,6 +133,41 @@ func decodePB(b []byte, v any) error {
 		return nil
 	}
 	return fmt.Errorf("%d bytes that are not JSON", len(b))
+}
+
+// decodeExecution reads an execution record with the history entries it
+// holds: none in a record written before history moved into it.
+func decodeExecution(b []byte) (executionRecord, error) {
+	if len(b) > 0 && b[0] == '{' {
+		ex, err := decode[domain.Execution](b)
+		return executionRecord{ex: ex}, err
+	}
+	r := executionRecord{ex: new(domain.Execution)}
+	var err error
+	if r.history, err = executionOf(b, r.ex); err != nil {
+		return executionRecord{}, fmt.Errorf("decode %T: %w", r.ex, err)
+	}
+	return r, nil
+}
+
+// executionOf decodes a protobuf execution record into ex and returns its
+// history.
+func executionOf(b []byte, ex *domain.Execution) ([]domain.HistoryEntry, error) {
+	var m recordpb.Execution
+	if err := proto.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	if err := fromExecutionPB(&m, ex); err != nil {
+		return nil, err
+	}
+	if len(m.History) == 0 {
+		return nil, nil
+	}
+	history := make([]domain.HistoryEntry, len(m.History))
+	for i, h := range m.History {
+		fromHistoryPB(h, &history[i])
+	}
+	return history, nil
 }
 
 func eventPB(ev *domain.Event) (*recordpb.Event, error) {
@@ -172,7 +213,7 @@ func fromEnforcementPB(m *recordpb.Enforcement, en *domain.Enforcement) error {
 	return nil
 }
 
-func executionPB(ex *domain.Execution) (*recordpb.Execution, error) {
+func executionPB(ex *domain.Execution, history []domain.HistoryEntry) (*recordpb.Execution, error) {
 	params, err := jsonObject(ex.Parameters)
 	if err != nil {
 		return nil, fmt.Errorf("parameters: %w", err)
@@ -185,7 +226,19 @@ func executionPB(ex *domain.Execution) (*recordpb.Execution, error) {
 	if r := ex.Result; r != nil {
 		m.Result = &recordpb.Result{ExitCode: int64(r.ExitCode), Stdout: r.Stdout, Stderr: r.Stderr, OutputJson: r.Output}
 	}
+	// One allocation for the entries, one for the pointers to them.
+	entries := make([]recordpb.HistoryEntry, len(history))
+	m.History = make([]*recordpb.HistoryEntry, len(history))
+	for i := range history {
+		m.History[i] = historyPB(&history[i], &entries[i])
+	}
 	return m, nil
+}
+
+// historyPB fills m from h and returns it.
+func historyPB(h *domain.HistoryEntry, m *recordpb.HistoryEntry) *recordpb.HistoryEntry {
+	m.Status, m.AtUnixNano, m.Attempt, m.Seq, m.Node, m.Error = string(h.Status), nanos(h.At), int64(h.Attempt), h.Seq, h.Node, h.Error
+	return m
 }
 
 func fromExecutionPB(m *recordpb.Execution, ex *domain.Execution) error {
@@ -212,11 +265,6 @@ func fromExecutionPB(m *recordpb.Execution, ex *domain.Execution) error {
 		ex.Result = &domain.Result{ExitCode: int(r.ExitCode), Stdout: r.Stdout, Stderr: r.Stderr, Output: r.OutputJson}
 	}
 	return nil
-}
-
-func historyPB(h *domain.HistoryEntry) *recordpb.HistoryEntry {
-	return &recordpb.HistoryEntry{Status: string(h.Status), AtUnixNano: nanos(h.At), Attempt: int64(h.Attempt),
-		Seq: h.Seq, Node: h.Node, Error: h.Error}
 }
 
 func fromHistoryPB(m *recordpb.HistoryEntry, h *domain.HistoryEntry) {

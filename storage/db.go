@@ -8,7 +8,6 @@ import (
 	"math"
 	"math/bits"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,10 +32,7 @@ type DB struct {
 	fsHealth func() error // stops Pebble's disk health checks
 	records  recordCounts
 	live     live
-	// unfinished counts the executions in the ea/ index: loaded when the
-	// store opens, then kept by the write path, so that admission can read
-	// it per request without a scan.
-	unfinished atomic.Int64
+	inFlight inFlight
 	// newestEvent and newestExecution let commit skip most existence checks.
 	newestEvent, newestExecution newest
 }
@@ -148,12 +144,14 @@ func Open(cfg Config) (*DB, error) {
 		db.closePebble()
 		return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
 	}
-	unfinished, err := countKeys(pdb, pfxActive)
-	if err != nil {
+	if err := migrateIndex(pdb); err != nil {
 		db.closePebble()
-		return nil, fmt.Errorf("open storage in %s: count unfinished executions: %w", cfg.Dir, err)
+		return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
 	}
-	db.unfinished.Store(unfinished)
+	if err := db.inFlight.load(pdb); err != nil {
+		db.closePebble()
+		return nil, fmt.Errorf("open storage in %s: %w", cfg.Dir, err)
+	}
 	h.start()
 	log.Info("storage opened", "dir", cfg.Dir)
 	return db, nil
@@ -244,16 +242,26 @@ func stripe(id domain.ID) int {
 }
 
 // get reads and decodes the record at k; domain.ErrNotFound if there is none.
-func get[T any](r pebble.Reader, k []byte) (*T, error) {
+func get[T any](r pebble.Reader, k []byte) (rec *T, err error) {
+	err = read(r, k, func(v []byte) error {
+		rec, err = decode[T](v)
+		return err
+	})
+	return rec, err
+}
+
+// read passes the value at k to f, which must not keep it; domain.ErrNotFound
+// if there is none.
+func read(r pebble.Reader, k []byte, f func(v []byte) error) error {
 	v, closer, err := r.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, domain.ErrNotFound
+		return domain.ErrNotFound
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer closer.Close()
-	return decode[T](v)
+	return f(v)
 }
 
 func exists(r pebble.Reader, k []byte) (bool, error) {

@@ -12,8 +12,8 @@ const (
 	pfxEvent       = "ev/" // ev/<id>: domain.Event
 	pfxEnforcement = "en/" // en/<id>: domain.Enforcement
 	pfxExecution   = "ex/" // ex/<id>: current domain.Execution
-	pfxHistory     = "eh/" // eh/<id><seq>: domain.HistoryEntry
-	pfxActive      = "ea/" // ea/<status>/<id>: empty; only non-terminal executions
+	pfxHistory     = "eh/" // eh/<id><seq>: domain.HistoryEntry no longer in its execution's record (see recordHistory)
+	pfxActive      = "ea/" // ea/<id>: empty; only non-terminal executions
 	pfxOutbox      = "ob/" // ob/<id><seq>: empty; one per terminal transition
 	pfxPack        = "pk/" // pk/<ref>: PackRecord, the pack set the cluster converges on
 	pfxPackDir     = "pd/" // pd/<ref>: hash of the pack last loaded from this node's own --packs
@@ -29,8 +29,6 @@ func key(prefix string, id domain.ID, seqs ...uint64) []byte {
 	}
 	return k
 }
-
-func activePrefix(s domain.Status) string { return pfxActive + string(s) + "/" }
 
 // keyID reads the ID that starts at offset off of k.
 func keyID(k []byte, off int) domain.ID {

@@ -19,7 +19,7 @@ import (
 // finished record never changes again (terminal is absorbing), so keeping
 // it is safe; the bound keeps memory flat. What is not here (written by an
 // earlier process, or finished long ago) is read from Pebble. Anything else
-// that writes or deletes ex/ or eh/ records must keep it in step.
+// that writes or deletes ex/ records must keep it in step.
 type live struct {
 	m        sync.Map // domain.ID → *liveEntry
 	mu       sync.Mutex
@@ -33,9 +33,7 @@ const finishedKept = 1024
 
 type liveEntry struct {
 	ex *domain.Execution
-	// history is the committed transitions, creation first; nil when not
-	// known (the record was read from Pebble), and then read from there.
-	// Apply appends the next entries to it in place, under the stripe lock,
+	// history is the committed transitions, creation first. Apply appends the next entries to it in place, under the stripe lock,
 	// and caches the longer slice once they committed: readers of this
 	// entry never look past its length, so they never see them, and a
 	// failed Apply's leftovers are overwritten by the next.
@@ -61,7 +59,7 @@ func (e *liveEntry) record() *domain.Execution {
 }
 
 // put caches a committed record, as a read returns it and shared with no
-// writer, with its whole history, or nil if that is not known.
+// writer, with its whole history.
 func (l *live) put(ex *domain.Execution, history []domain.HistoryEntry) {
 	l.m.Store(ex.ID, &liveEntry{ex: ex, history: history})
 	if ex.Status.Terminal() {
@@ -86,13 +84,13 @@ func (l *live) keepFinished(id domain.ID) {
 // unknown, so it is read from there again.
 func (l *live) drop(id domain.ID) { l.m.Delete(id) }
 
-// current is the committed record of execution id, with its history when
-// known, from memory when cached: then both are the cache's, and only
-// Apply, holding the stripe lock, may call it.
+// current is the committed record of execution id with its whole history,
+// from memory when cached: then both are the cache's, and only Apply,
+// holding the stripe lock, may call it.
 func (db *DB) current(id domain.ID) (*domain.Execution, []domain.HistoryEntry, error) {
 	if e := db.live.get(id); e != nil {
 		return e.ex, e.history, nil
 	}
-	ex, err := get[domain.Execution](db.pdb, key(pfxExecution, id))
-	return ex, nil, err
+	r, err := db.stored(id)
+	return r.ex, r.history, err
 }

@@ -18,8 +18,7 @@ import (
 // amplification, memtables, block cache), the non-terminal executions by
 // status, the records stored and their estimated on-disk bytes by kind, the
 // store's health and the free space under it. It reads everything at scrape
-// time; a scrape costs one db.Metrics() call, a few range estimates and a
-// key-only scan of the ea/ index (one key per execution in flight). Register
+// time; a scrape costs one db.Metrics() call and a few range estimates. Register
 // it on the node's registry; it must not be collected after Close.
 func (db *DB) Collector() prometheus.Collector { return &collector{db: db} }
 
@@ -199,38 +198,22 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(diskFreeDesc, prometheus.GaugeValue, float64(free))
 	}
 	ch <- prometheus.MustNewConstMetric(diskFreeMinDesc, prometheus.GaugeValue, float64(c.db.health.min))
-	counts, err := c.db.InFlight()
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(scrapeErrorDesc, err)
-		return
-	}
+	counts := c.db.InFlight()
 	for _, s := range nonTerminal {
 		ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(counts[s]), string(s))
 	}
 }
 
-// InFlight counts the non-terminal executions by status from the ea/ index,
-// reading keys only, in one consistent view of the store. Statuses with no
+// InFlight counts the non-terminal executions by status. Statuses with no
 // execution are absent from the map.
-func (db *DB) InFlight() (map[domain.Status]int, error) {
-	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte(pfxActive), UpperBound: prefixEnd(pfxActive)})
-	if err != nil {
-		return nil, fmt.Errorf("count executions in flight: %w", err)
-	}
+func (db *DB) InFlight() map[domain.Status]int {
 	counts := map[domain.Status]int{}
-	idLen := len(domain.ID{})
-	for ok := it.First(); ok; ok = it.Next() {
-		k := it.Key() // ea/<status>/<id>
-		if len(k) < len(pfxActive)+idLen+2 {
-			it.Close()
-			return nil, fmt.Errorf("count executions in flight: malformed index key %q", k)
+	for s, c := range db.inFlight.by {
+		if n := c.Load(); n != 0 {
+			counts[s] = int(n)
 		}
-		counts[domain.Status(k[len(pfxActive):len(k)-idLen-1])]++
 	}
-	if err := it.Close(); err != nil {
-		return nil, fmt.Errorf("count executions in flight: %w", err)
-	}
-	return counts, nil
+	return counts
 }
 
 // fsyncTargets are the bucket bounds, in seconds, wanted for the fsync

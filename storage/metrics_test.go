@@ -224,8 +224,12 @@ func TestCollectorMoves(t *testing.T) {
 		t.Errorf("troupe_storage_disk_usage_bytes %v after writes and a flush, was %v", got, was)
 	}
 	// Outbox entries of the 10 finished executions are empty keys; every
-	// other kind carries values.
+	// other kind carries values, but for history, which holds only what
+	// left the records of executions retried many times.
 	for _, k := range recordKinds {
+		if k.prefix == pfxHistory {
+			continue
+		}
 		if got := value(t, flushed, "troupe_storage_records_bytes", "kind", k.kind); got <= 0 {
 			t.Errorf("troupe_storage_records_bytes{kind=%q} = %v after a flush", k.kind, got)
 		}
@@ -251,9 +255,8 @@ func TestCollectorMoves(t *testing.T) {
 func TestInFlightCountsTheIndex(t *testing.T) {
 	fs := vfs.NewMem()
 	db := openDB(t, fs)
-	counts, err := db.InFlight()
-	if err != nil || len(counts) != 0 {
-		t.Fatalf("empty store: %v, %v", counts, err)
+	if counts := db.InFlight(); len(counts) != 0 {
+		t.Fatalf("empty store: %v", counts)
 	}
 	var exs []*domain.Execution
 	for i := range 5 {
@@ -288,11 +291,7 @@ func TestInFlightCountsTheIndex(t *testing.T) {
 		if _, _, err := db.Apply(exs[s.ex].ID, s.ts...); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
-		got, err := db.InFlight()
-		if err != nil {
-			t.Fatalf("step %d: %v", i, err)
-		}
-		if fmt.Sprint(got) != fmt.Sprint(s.want) {
+		if got := db.InFlight(); fmt.Sprint(got) != fmt.Sprint(s.want) {
 			t.Errorf("step %d: in flight %v, want %v", i, got, s.want)
 		}
 		// Admission reads the count the write path keeps; it must agree
@@ -310,6 +309,10 @@ func TestInFlightCountsTheIndex(t *testing.T) {
 	}
 	db = openDB(t, fs)
 	defer db.Close()
+	last := steps[len(steps)-1].want
+	if got := db.InFlight(); fmt.Sprint(got) != fmt.Sprint(last) {
+		t.Errorf("reopened: in flight %v, want %v", got, last)
+	}
 	if u := db.Unfinished(); u != 8 {
 		t.Errorf("reopened: Unfinished() = %d, want the 8 left in the index", u)
 	}

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -54,25 +53,44 @@ func lookup[T any](r pebble.Reader, what, prefix string, id domain.ID) (*T, erro
 // History returns the committed transitions of an execution in seq order,
 // its creation first; the error wraps domain.ErrNotFound if there is none.
 func (db *DB) History(id domain.ID) ([]domain.HistoryEntry, error) {
-	if e := db.live.get(id); e != nil && e.history != nil {
+	if e := db.live.get(id); e != nil {
 		return slices.Clone(e.history), nil
 	}
-	prefix := string(key(pfxHistory, id))
-	hs, err := scan(db.pdb, span{lower: []byte(prefix), upper: prefixEnd(prefix)},
-		func(_, v []byte) (domain.HistoryEntry, bool, error) {
-			h, err := decode[domain.HistoryEntry](v)
-			if err != nil {
-				return domain.HistoryEntry{}, false, err
-			}
-			return *h, true, nil
-		})
-	if err == nil && len(hs) == 0 {
-		err = domain.ErrNotFound // creation writes the first entry, so none means no execution
-	}
+	r, err := db.stored(id)
 	if err != nil {
 		return nil, fmt.Errorf("get history of execution %s: %w", id, err)
 	}
-	return hs, nil
+	return r.history, nil
+}
+
+// stored reads execution id's record with its whole history from Pebble:
+// the entries the record holds, after those under eh/ that it no longer
+// does (see recordHistory), or all of them for a record written before
+// history moved into it.
+func (db *DB) stored(id domain.ID) (r executionRecord, err error) {
+	err = read(db.pdb, key(pfxExecution, id), func(v []byte) error {
+		r, err = decodeExecution(v)
+		return err
+	})
+	if err != nil || (len(r.history) > 0 && r.history[0].Seq == 1) {
+		return r, err
+	}
+	s := span{lower: key(pfxHistory, id), upper: prefixEnd(string(key(pfxHistory, id)))}
+	if len(r.history) > 0 {
+		s.upper = key(pfxHistory, id, r.history[0].Seq)
+	}
+	older, err := scan(db.pdb, s, func(_, v []byte) (domain.HistoryEntry, bool, error) {
+		h, err := decode[domain.HistoryEntry](v)
+		if err != nil {
+			return domain.HistoryEntry{}, false, err
+		}
+		return *h, true, nil
+	})
+	if err != nil {
+		return executionRecord{}, fmt.Errorf("read history of execution %s: %w", id, err)
+	}
+	r.history = append(older, r.history...)
+	return r, nil
 }
 
 // ExecutionFilter selects executions; zero fields match everything.
@@ -123,7 +141,7 @@ func (db *DB) Executions(f ExecutionFilter, limit int, cursor domain.ID) ([]*dom
 	// A snapshot, so that the index and the records it points to agree.
 	snap := db.pdb.NewSnapshot()
 	defer snap.Close()
-	return list(snap, "executions", activePrefix(f.Status), limit, cursor, byID, indexed(snap, f.match))
+	return list(snap, "executions", pfxActive, limit, cursor, byID, indexed(snap, f.match))
 }
 
 // Events lists matching events newest first; paging as for Executions.
@@ -195,13 +213,10 @@ func indexed(r pebble.Reader, keep func(*domain.Execution) bool) func(k, v []byt
 func (db *DB) Active() ([]*domain.Execution, error) {
 	snap := db.pdb.NewSnapshot()
 	defer snap.Close()
-	exs, err := scan(snap, span{lower: []byte(pfxActive), upper: prefixEnd(pfxActive)},
-		indexed(snap, func(*domain.Execution) bool { return true }))
+	exs, err := scan(snap, span{lower: []byte(pfxActive), upper: prefixEnd(pfxActive)}, indexed(snap, everything[*domain.Execution]))
 	if err != nil {
 		return nil, fmt.Errorf("list active executions: %w", err)
 	}
-	// The index is grouped by status; IDs are time-ordered.
-	slices.SortFunc(exs, func(a, b *domain.Execution) int { return bytes.Compare(a.ID[:], b.ID[:]) })
 	return exs, nil
 }
 

@@ -16,21 +16,14 @@ type creation struct {
 	b       *pebble.Batch
 	ids     []domain.ID // to lock
 	fresh   []fresh     // to check for absence
-	created []created   // executions, cached once committed
-}
-
-// created is a new execution and its first history entry, as a read
-// returns them.
-type created struct {
-	ex      *domain.Execution
-	history domain.HistoryEntry
+	created []executionRecord // executions, cached once committed
 }
 
 // newCreation starts a creation of records records, executions of them
 // executions, sized so that adding them never grows a slice.
 func (db *DB) newCreation(records, executions int) *creation {
 	return &creation{db: db, b: db.pdb.NewBatch(), ids: make([]domain.ID, 0, records),
-		fresh: make([]fresh, 0, records), created: make([]created, 0, executions)}
+		fresh: make([]fresh, 0, records), created: make([]executionRecord, 0, executions)}
 }
 
 type fresh struct {
@@ -66,18 +59,17 @@ func (c *creation) execution(ex *domain.Execution) error {
 	if rec.CreatedAt.IsZero() {
 		rec.CreatedAt = time.Now()
 	}
-	if err := c.create(fresh{what: "execution", id: rec.ID, key: key(pfxExecution, rec.ID), newest: &c.db.newestExecution}, &rec); err != nil {
+	history := append(make([]domain.HistoryEntry, 0, historyCap), domain.HistoryEntry{Status: rec.Status,
+		At: storedTime(rec.CreatedAt), Attempt: rec.Attempt, Seq: rec.Seq, Node: rec.Node})
+	f := fresh{what: "execution", id: rec.ID, key: key(pfxExecution, rec.ID), newest: &c.db.newestExecution}
+	if err := c.create(f, executionRecord{&rec, history}); err != nil {
 		return err
 	}
 	if err := asStored(&rec); err != nil {
 		return err
 	}
-	h := domain.HistoryEntry{Status: rec.Status, At: rec.CreatedAt, Attempt: rec.Attempt, Seq: rec.Seq, Node: rec.Node}
-	if err := set(c.b, key(pfxHistory, rec.ID, rec.Seq), &h); err != nil {
-		return err
-	}
-	c.created = append(c.created, created{&rec, h})
-	return c.b.Set(key(activePrefix(rec.Status), rec.ID), nil, nil)
+	c.created = append(c.created, executionRecord{&rec, history})
+	return c.b.Set(key(pfxActive, rec.ID), nil, nil)
 }
 
 // commit writes the batch durably unless one of its fresh records exists.
@@ -107,9 +99,9 @@ func (db *DB) commit(c *creation) error {
 		}
 	}
 	db.records.created(c.fresh)
-	db.unfinished.Add(int64(len(c.created)))
 	for _, e := range c.created {
-		db.live.put(e.ex, append(make([]domain.HistoryEntry, 0, historyCap), e.history))
+		db.inFlight.move("", e.ex.Status)
+		db.live.put(e.ex, e.history)
 	}
 	return nil
 }
@@ -118,6 +110,12 @@ func (db *DB) commit(c *creation) error {
 // without retries (requested, scheduled, running, finished) never grows
 // it as Apply appends.
 const historyCap = 4
+
+// recordHistory is how many of its latest history entries an execution's
+// record holds: a run with one retry has seven. Older ones are under eh/,
+// so that the record, rewritten at every transition, does not grow with
+// every attempt of a long retry policy.
+const recordHistory = 8
 
 // AcceptEvent durably writes, in one batch, the event, its enforcements and
 // the executions they created. Executions are stored in their initial state
@@ -233,31 +231,36 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 		stored := *cur
 		return &stored, false, err
 	}
-	b := db.pdb.NewBatch()
-	defer b.Close()
 	ex, changed := *cur, false
 	for _, t := range ts {
 		h, err := step(&ex, t)
-		if err == nil && h != nil {
-			changed = true
-			if err = set(b, key(pfxHistory, id, h.Seq), h); err == nil && history != nil {
-				history = append(history, *h)
-			}
-		}
 		if err != nil {
 			return failed(fmt.Errorf("apply transition of execution %s to %s: %w", id, t.To, err))
+		}
+		if h != nil {
+			changed = true
+			history = append(history, *h)
 		}
 	}
 	if !changed {
 		return &ex, false, nil
 	}
-	if err := db.writeExecution(b, cur.Status, &ex); err != nil {
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	// The record keeps the last recordHistory entries; each that leaves it
+	// goes under eh/, where it never changes again.
+	for i := range history {
+		if h := &history[i]; h.Seq+recordHistory > cur.Seq && h.Seq+recordHistory <= ex.Seq {
+			if err := set(b, key(pfxHistory, id, h.Seq), h); err != nil {
+				return failed(fmt.Errorf("apply transitions to execution %s: %w", id, err))
+			}
+		}
+	}
+	if err := db.writeExecution(b, executionRecord{&ex, history[max(0, len(history)-recordHistory):]}); err != nil {
 		db.live.drop(id)
 		return failed(fmt.Errorf("apply transitions to execution %s: %w", id, err))
 	}
-	if ex.Status.Terminal() {
-		db.unfinished.Add(-1)
-	}
+	db.inFlight.move(cur.Status, ex.Status)
 	cached := ex
 	db.live.put(&cached, history)
 	return &ex, true, nil
@@ -265,32 +268,30 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 
 // Unfinished is the number of executions stored here that are not terminal
 // yet: what this node has accepted and still owes a result.
-func (db *DB) Unfinished() int64 { return db.unfinished.Load() }
+func (db *DB) Unfinished() int64 { return db.inFlight.total.Load() }
 
-// writeExecution stores ex, moves its index entry from status from, and on
-// a terminal status adds the completion to the outbox, then commits.
-func (db *DB) writeExecution(b *pebble.Batch, from domain.Status, ex *domain.Execution) error {
-	if err := set(b, key(pfxExecution, ex.ID), ex); err != nil {
+// writeExecution stores r and, on a terminal status, takes the execution
+// out of the index of unfinished ones and adds its completion to the
+// outbox, then commits.
+func (db *DB) writeExecution(b *pebble.Batch, r executionRecord) error {
+	if err := set(b, key(pfxExecution, r.ex.ID), r); err != nil {
 		return err
 	}
-	// Deleted first: a batch applies in order, so when the status ends where
-	// it started (a retry back to requested) the entry survives. A single
-	// delete, because an index entry is set once on entering a status and
-	// deleted once on leaving it: the pair then vanishes where it meets,
-	// mostly in the memtable, where a plain tombstone would be flushed and
-	// carried down the levels (a third less written to tables per
-	// execution). Any second Set of a key not deleted in between would
-	// break that; health logs it if Pebble ever sees one.
-	if err := b.SingleDelete(key(activePrefix(from), ex.ID), nil); err != nil {
+	if !r.ex.Status.Terminal() {
+		return b.Commit(pebble.Sync)
+	}
+	// A single delete, because the index entry is set once, at creation,
+	// and deleted once, here (terminal is absorbing): the pair then vanishes
+	// where it meets, mostly in the memtable, where a plain tombstone would
+	// be flushed and carried down the levels. Any second Set of a key not
+	// deleted in between would break that; health logs it if Pebble ever
+	// sees one.
+	if err := b.SingleDelete(key(pfxActive, r.ex.ID), nil); err != nil {
 		return err
 	}
-	if ex.Status.Terminal() {
-		// Only one terminal transition can ever be applied (terminal is
-		// absorbing), so this is the one completion of the execution.
-		if err := b.Set(Completion{ex.ID, ex.Seq}.key(), nil, nil); err != nil {
-			return err
-		}
-	} else if err := b.Set(key(activePrefix(ex.Status), ex.ID), nil, nil); err != nil {
+	// Only one terminal transition can ever be applied, so this is the one
+	// completion of the execution.
+	if err := b.Set(Completion{r.ex.ID, r.ex.Seq}.key(), nil, nil); err != nil {
 		return err
 	}
 	return b.Commit(pebble.Sync)

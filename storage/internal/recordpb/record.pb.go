@@ -400,8 +400,12 @@ type Execution struct {
 	Result           *Result                `protobuf:"bytes,17,opt,name=result,proto3" json:"result,omitempty"`
 	Secret           []string               `protobuf:"bytes,18,rep,name=secret,proto3" json:"secret,omitempty"`
 	RerunOf          []byte                 `protobuf:"bytes,19,opt,name=rerun_of,json=rerunOf,proto3" json:"rerun_of,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The latest committed transitions (storage's recordHistory of them);
+	// older ones are under eh/, as are all of a record written before
+	// history moved into it.
+	History       []*HistoryEntry `protobuf:"bytes,20,rep,name=history,proto3" json:"history,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Execution) Reset() {
@@ -567,6 +571,13 @@ func (x *Execution) GetRerunOf() []byte {
 	return nil
 }
 
+func (x *Execution) GetHistory() []*HistoryEntry {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
 var File_storage_internal_recordpb_record_proto protoreflect.FileDescriptor
 
 const file_storage_internal_recordpb_record_proto_rawDesc = "" +
@@ -603,7 +614,7 @@ const file_storage_internal_recordpb_record_proto_rawDesc = "" +
 	"\aattempt\x18\x03 \x01(\x03R\aattempt\x12\x10\n" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04node\x18\x05 \x01(\tR\x04node\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error\"\xb1\x04\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"\xe9\x04\n" +
 	"\tExecution\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\fR\x02id\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12\x18\n" +
@@ -624,7 +635,8 @@ const file_storage_internal_recordpb_record_proto_rawDesc = "" +
 	"\x05error\x18\x10 \x01(\tR\x05error\x12.\n" +
 	"\x06result\x18\x11 \x01(\v2\x16.troupe.storage.ResultR\x06result\x12\x16\n" +
 	"\x06secret\x18\x12 \x03(\tR\x06secret\x12\x19\n" +
-	"\brerun_of\x18\x13 \x01(\fR\arerunOfB6Z4github.com/troupehq/troupe/storage/internal/recordpbb\x06proto3"
+	"\brerun_of\x18\x13 \x01(\fR\arerunOf\x126\n" +
+	"\ahistory\x18\x14 \x03(\v2\x1c.troupe.storage.HistoryEntryR\ahistoryB6Z4github.com/troupehq/troupe/storage/internal/recordpbb\x06proto3"
 
 var (
 	file_storage_internal_recordpb_record_proto_rawDescOnce sync.Once
@@ -648,11 +660,12 @@ var file_storage_internal_recordpb_record_proto_goTypes = []any{
 }
 var file_storage_internal_recordpb_record_proto_depIdxs = []int32{
 	2, // 0: troupe.storage.Execution.result:type_name -> troupe.storage.Result
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3, // 1: troupe.storage.Execution.history:type_name -> troupe.storage.HistoryEntry
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_storage_internal_recordpb_record_proto_init() }
