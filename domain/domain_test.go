@@ -3,6 +3,7 @@ package domain
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,13 @@ func TestDerivedIDs(t *testing.T) {
 	}
 	if ExecutionIDFor(enf) == enf || ExecutionIDFor(enf) != ExecutionIDFor(enf) {
 		t.Fatal("execution ID must be derived from, and differ from, the enforcement ID")
+	}
+	// A derivation is a format: records stored, and members of another
+	// version during an upgrade, derive the same IDs from the same inputs.
+	tick := DeriveID(time.UnixMilli(1_700_000_000_000), "tick", "core.intervaltimer{}", "42")
+	enf = EnforcementID(tick, "hello.rule")
+	if got := fmt.Sprint(tick, " ", enf, " ", ExecutionIDFor(enf)); got != "01HF7YAT00NFEH1T79NMY16FES 01HF7YAT00R6KKHE8GQ3111P39 01HF7YAT00DAJAHPQQ900DWQW2" {
+		t.Fatalf("derived IDs changed: %s", got)
 	}
 	parsed, err := ParseID(ev.String())
 	if err != nil || parsed != ev {

@@ -14,8 +14,8 @@ import (
 type creation struct {
 	db      *DB
 	b       *pebble.Batch
-	ids     []domain.ID // to lock
-	fresh   []fresh     // to check for absence
+	ids     []domain.ID       // to lock
+	fresh   []fresh           // to check for absence
 	created []executionRecord // executions, cached once committed
 }
 
