@@ -139,17 +139,22 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) (int, any, error
 	if err != nil {
 		return 0, nil, nil
 	}
-	var buf bytes.Buffer
+	var buf []byte
 	event := func(ex *domain.Execution) {
 		if action != "" && ex.Action != action {
 			return
 		}
-		b, err := json.Marshal(executionView(ex, nil))
-		if err != nil {
+		start := len(buf)
+		buf = append(buf, "id: "...)
+		buf = append(buf, ex.ID.String()...)
+		buf = append(buf, "\nevent: execution\ndata: "...)
+		var err error
+		if buf, err = appendExecution(buf, executionView(ex, nil)); err != nil {
+			buf = buf[:start]
 			s.log.Error("encode stream event", "execution", ex.ID, "error", err)
 			return
 		}
-		fmt.Fprintf(&buf, "id: %s\nevent: execution\ndata: %s\n\n", ex.ID, b)
+		buf = append(buf, "\n\n"...)
 	}
 	for _, id := range missed {
 		ex, _, err := s.b.Execution(ctx, id)
@@ -159,36 +164,35 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) (int, any, error
 		}
 		event(ex)
 	}
-	if buf.Len() > 0 {
-		if _, err := w.Write(buf.Bytes()); err != nil || rc.Flush() != nil {
+	if len(buf) > 0 {
+		if _, err := w.Write(buf); err != nil || rc.Flush() != nil {
 			return 0, nil, nil
 		}
 	}
 	keepalive := time.NewTicker(s.cfg.Keepalive)
 	defer keepalive.Stop()
 	for {
-		buf.Reset()
+		buf = buf[:0]
 		select {
 		case <-ctx.Done():
 			return 0, nil, nil
 		case <-keepalive.C:
-			buf.WriteString(keepaliveEvent)
+			buf = append(buf, keepaliveEvent...)
 		case ex, ok := <-finished:
 			if !ok {
 				if ctx.Err() == nil {
-					writeErrorEvent(&buf, newError(CodeOverflow,
+					writeErrorEvent(w, newError(CodeOverflow,
 						"this stream fell %d executions behind and was closed; list executions to catch up", StreamBuffer))
-					_, _ = w.Write(buf.Bytes())
 					_ = rc.Flush()
 				}
 				return 0, nil, nil
 			}
 			event(ex)
 		}
-		if buf.Len() == 0 {
+		if len(buf) == 0 {
 			continue
 		}
-		if _, err := w.Write(buf.Bytes()); err != nil {
+		if _, err := w.Write(buf); err != nil {
 			return 0, nil, nil
 		}
 		// One flush per burst: under load, events that are already queued go
@@ -217,9 +221,9 @@ const keepaliveEvent = ": keepalive\n\n"
 
 // writeErrorEvent adds an `error` event carrying e as error answers do,
 // {"error": {...}}, to buf.
-func writeErrorEvent(buf *bytes.Buffer, e *Error) {
+func writeErrorEvent(w io.Writer, e *Error) {
 	b, _ := json.Marshal(map[string]*Error{"error": e})
-	fmt.Fprintf(buf, "event: error\ndata: %s\n\n", b)
+	fmt.Fprintf(w, "event: error\ndata: %s\n\n", b)
 }
 
 // ErrStreamOverflow is wrapped by what Stream returns when the client
