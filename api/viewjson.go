@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/internal/jsonappend"
 )
 
 // appendExecution appends v's JSON, the bytes json.Marshal(v) gives, to b.
@@ -15,8 +15,9 @@ import (
 // field, and a validating copy of what time.Time's MarshalJSON returns for
 // each of three times. ExecutionView's struct tags stay the definition;
 // TestAppendExecutionIsMarshal holds this function to them. What it cannot
-// write as json.Marshal would (a time outside years 0-9999, output that is
-// not JSON) it leaves to json.Marshal.
+// write as json.Marshal would (a time outside years 0-9999, a parameter of
+// a type JSON decoding does not build, output that json.Marshal would
+// compact or escape) it leaves to json.Marshal.
 func appendExecution(b []byte, v *ExecutionView) ([]byte, error) {
 	start := len(b)
 	b, ok := appendView(b, v)
@@ -31,29 +32,21 @@ func appendView(b []byte, v *ExecutionView) ([]byte, bool) {
 	b = append(b, `{"id":`...)
 	b = appendID(b, v.ID)
 	b = appendKey(b, "action")
-	b = appendString(b, v.Action)
+	b = jsonappend.String(b, v.Action)
 	b = appendKey(b, "runtime")
-	b = appendString(b, v.Runtime)
+	b = jsonappend.String(b, v.Runtime)
 	b = appendKey(b, "status")
-	b = appendString(b, string(v.Status))
+	b = jsonappend.String(b, string(v.Status))
 	b = appendKey(b, "parameters")
-	switch {
-	case v.Parameters == nil:
-		b = append(b, "null"...)
-	case len(v.Parameters) == 0:
-		b = append(b, "{}"...)
-	default:
-		p, err := json.Marshal(v.Parameters)
-		if err != nil {
-			return b, false
-		}
-		b = append(b, p...)
+	var ok bool
+	if b, ok = jsonappend.Value(b, v.Parameters); !ok {
+		return b, false
 	}
 	b = appendKey(b, "attempt")
 	b = strconv.AppendInt(b, int64(v.Attempt), 10)
 	if v.Rule != "" {
 		b = appendKey(b, "rule")
-		b = appendString(b, v.Rule)
+		b = jsonappend.String(b, v.Rule)
 	}
 	if !v.Event.IsZero() {
 		b = appendKey(b, "event")
@@ -64,12 +57,11 @@ func appendView(b []byte, v *ExecutionView) ([]byte, bool) {
 		b = appendID(b, v.Enforcement)
 	}
 	b = appendKey(b, "node")
-	b = appendString(b, v.Node)
+	b = jsonappend.String(b, v.Node)
 	if v.Worker != "" {
 		b = appendKey(b, "worker")
-		b = appendString(b, v.Worker)
+		b = jsonappend.String(b, v.Worker)
 	}
-	ok := true
 	for _, t := range [...]struct {
 		key string
 		at  *time.Time
@@ -81,7 +73,7 @@ func appendView(b []byte, v *ExecutionView) ([]byte, bool) {
 	}
 	if v.Error != "" {
 		b = appendKey(b, "error")
-		b = appendString(b, v.Error)
+		b = jsonappend.String(b, v.Error)
 	}
 	b = appendKey(b, "result")
 	if r := v.Result; r == nil {
@@ -90,9 +82,9 @@ func appendView(b []byte, v *ExecutionView) ([]byte, bool) {
 		b = append(b, `{"exit_code":`...)
 		b = strconv.AppendInt(b, int64(r.ExitCode), 10)
 		b = appendKey(b, "stdout")
-		b = appendString(b, r.Stdout)
+		b = jsonappend.String(b, r.Stdout)
 		b = appendKey(b, "stderr")
-		b = appendString(b, r.Stderr)
+		b = jsonappend.String(b, r.Stderr)
 		if len(r.Output) > 0 {
 			// json.Marshal compacts a RawMessage and escapes it as it
 			// escapes strings; most outputs need neither.
@@ -132,18 +124,12 @@ func appendID(b []byte, id domain.ID) []byte {
 	return append(b, '"')
 }
 
-// appendTime writes t as time.Time's MarshalJSON does, or null for nil; it
-// fails for a year MarshalJSON refuses.
+// appendTime writes t as json.Marshal does, or null for nil.
 func appendTime(b []byte, t *time.Time) ([]byte, bool) {
 	if t == nil {
 		return append(b, "null"...), true
 	}
-	if y := t.Year(); y < 0 || y > 9999 {
-		return b, false
-	}
-	b = append(b, '"')
-	b = t.AppendFormat(b, time.RFC3339Nano)
-	return append(b, '"'), true
+	return jsonappend.Time(b, *t)
 }
 
 // plainJSON reports whether valid JSON j is as json.Marshal would copy a
@@ -164,59 +150,4 @@ func plainJSON(j []byte) bool {
 		}
 	}
 	return true
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s quoted as encoding/json quotes strings by default:
-// HTML-safe (<, > and & escaped), U+2028 and U+2029 escaped, invalid UTF-8
-// replaced by U+FFFD.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-		default:
-			i += size
-			continue
-		}
-		i += size
-		start = i
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

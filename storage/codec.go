@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/troupehq/troupe/domain"
+	"github.com/troupehq/troupe/internal/jsonappend"
 	"github.com/troupehq/troupe/storage/internal/recordpb"
 )
 
@@ -273,13 +274,19 @@ func fromHistoryPB(m *recordpb.HistoryEntry, h *domain.HistoryEntry) {
 }
 
 // jsonObject encodes a JSON-object field; nil stays absent, so that it
-// decodes to nil again.
+// decodes to nil again. An event's payload and an execution's parameters
+// are what JSON decoding built, which jsonappend writes without the
+// reflection (two allocations per map entry) of json.Marshal; anything else
+// goes to json.Marshal.
 func jsonObject(v map[string]any) ([]byte, error) {
 	if v == nil {
 		return nil, nil
 	}
 	if len(v) == 0 {
 		return []byte("{}"), nil
+	}
+	if b, ok := jsonappend.Value(nil, v); ok {
+		return b, nil
 	}
 	return json.Marshal(v)
 }
