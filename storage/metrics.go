@@ -107,7 +107,7 @@ var (
 	diskFreeMinDesc = storageDesc("disk_free_min_bytes",
 		"The configured min_free_disk: below this free space the store is unhealthy.")
 	inFlightDesc = prometheus.NewDesc("troupe_executions_in_flight",
-		"Executions this node owns that are not finished yet, by status (requested, delayed, scheduled, running, canceling), from the index of non-terminal executions.",
+		"Executions this node owns that are not finished yet, by status (requested, delayed, scheduled, running, canceling): counted from the index of non-terminal executions when the store opens, then kept by each commit.",
 		[]string{"status"}, nil)
 	// scrapeErrorDesc carries a failure to read part of the store: the
 	// scrape then fails loudly instead of silently missing series.

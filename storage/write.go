@@ -215,8 +215,9 @@ type Transition struct {
 // *domain.TransitionError naming both statuses; a terminal status is
 // absorbing. On an error nothing is written and the stored record is
 // returned with it. Each applied transition bumps Seq and adds a history
-// entry; the index of non-terminal executions follows the status; reaching a
-// terminal status adds its completion to the outbox, exactly once.
+// entry; reaching a terminal status takes the execution out of the index of
+// non-terminal executions and adds its completion to the outbox, exactly
+// once.
 // An unknown id yields an error wrapping domain.ErrNotFound. The record
 // returned is the caller's to assign fields of, but shares its maps,
 // result and times with the store's cache: they are read-only.
