@@ -220,7 +220,7 @@ func startEvents(w http.ResponseWriter) (*http.ResponseController, error) {
 const keepaliveEvent = ": keepalive\n\n"
 
 // writeErrorEvent adds an `error` event carrying e as error answers do,
-// {"error": {...}}, to buf.
+// {"error": {...}}, to w.
 func writeErrorEvent(w io.Writer, e *Error) {
 	b, _ := json.Marshal(map[string]*Error{"error": e})
 	fmt.Fprintf(w, "event: error\ndata: %s\n\n", b)

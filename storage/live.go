@@ -33,10 +33,11 @@ const finishedKept = 1024
 
 type liveEntry struct {
 	ex *domain.Execution
-	// history is the committed transitions, creation first. Apply appends the next entries to it in place, under the stripe lock,
-	// and caches the longer slice once they committed: readers of this
-	// entry never look past its length, so they never see them, and a
-	// failed Apply's leftovers are overwritten by the next.
+	// history is the committed transitions, creation first. Apply appends
+	// the next entries to it in place, under the stripe lock, and caches
+	// the longer slice once they committed: readers of this entry never
+	// look past its length, so they never see them, and a failed Apply's
+	// leftovers are overwritten by the next.
 	history []domain.HistoryEntry
 }
 
