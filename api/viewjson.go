@@ -86,13 +86,11 @@ func appendView(b []byte, v *ExecutionView) ([]byte, bool) {
 		b = appendKey(b, "stderr")
 		b = jsonappend.String(b, r.Stderr)
 		if len(r.Output) > 0 {
-			// json.Marshal compacts a RawMessage and escapes it as it
-			// escapes strings; most outputs need neither.
-			if !json.Valid(r.Output) || !plainJSON(r.Output) {
+			b = appendKey(b, "output")
+			var ok bool
+			if b, ok = jsonappend.Raw(b, r.Output); !ok {
 				return b, false
 			}
-			b = appendKey(b, "output")
-			b = append(b, r.Output...)
 		}
 		b = append(b, '}')
 	}
@@ -130,24 +128,4 @@ func appendTime(b []byte, t *time.Time) ([]byte, bool) {
 		return append(b, "null"...), true
 	}
 	return jsonappend.Time(b, *t)
-}
-
-// plainJSON reports whether valid JSON j is as json.Marshal would copy a
-// RawMessage: no whitespace outside strings, nothing HTML-escaped (<, >,
-// &) and no byte that may start U+2028 or U+2029, anywhere.
-func plainJSON(j []byte) bool {
-	in := false
-	for i := 0; i < len(j); i++ {
-		switch c := j[i]; {
-		case c == '<' || c == '>' || c == '&' || c == 0xE2:
-			return false
-		case in && c == '\\':
-			i++
-		case c == '"':
-			in = !in
-		case !in && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
-			return false
-		}
-	}
-	return true
 }

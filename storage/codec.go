@@ -144,31 +144,28 @@ func decodeExecution(b []byte) (executionRecord, error) {
 		return executionRecord{ex: ex}, err
 	}
 	r := executionRecord{ex: new(domain.Execution)}
-	var err error
-	if r.history, err = executionOf(b, r.ex); err != nil {
+	m, err := executionOf(b, r.ex)
+	if err != nil {
 		return executionRecord{}, fmt.Errorf("decode %T: %w", r.ex, err)
+	}
+	if len(m) > 0 {
+		r.history = make([]domain.HistoryEntry, len(m))
+		for i, h := range m {
+			fromHistoryPB(h, &r.history[i])
+		}
 	}
 	return r, nil
 }
 
-// executionOf decodes a protobuf execution record into ex and returns its
-// history.
-func executionOf(b []byte, ex *domain.Execution) ([]domain.HistoryEntry, error) {
+// executionOf decodes a protobuf execution record into ex and returns the
+// history entries it holds, still protobuf: a read of the record alone
+// (lists, most reads) leaves them.
+func executionOf(b []byte, ex *domain.Execution) ([]*recordpb.HistoryEntry, error) {
 	var m recordpb.Execution
 	if err := proto.Unmarshal(b, &m); err != nil {
 		return nil, err
 	}
-	if err := fromExecutionPB(&m, ex); err != nil {
-		return nil, err
-	}
-	if len(m.History) == 0 {
-		return nil, nil
-	}
-	history := make([]domain.HistoryEntry, len(m.History))
-	for i, h := range m.History {
-		fromHistoryPB(h, &history[i])
-	}
-	return history, nil
+	return m.History, fromExecutionPB(&m, ex)
 }
 
 func eventPB(ev *domain.Event) (*recordpb.Event, error) {

@@ -9,22 +9,20 @@ import (
 	"github.com/troupehq/troupe/domain"
 )
 
-// inFlight counts the unfinished executions, in all and by status: loaded
-// when the store opens, then kept by the write path once each batch
-// committed, so that admission reads the total per request and a scrape
-// the split without a scan. The ea/ index holds no status, so that an
-// execution's entry is set once and deleted once.
-type inFlight struct {
-	total atomic.Int64
-	by    map[domain.Status]*atomic.Int64 // one per status of nonTerminal; never written after load
-}
+// inFlight counts the unfinished executions by status, one counter per
+// status of nonTerminal: loaded when the store opens, then kept by the
+// write path once each batch committed, so that admission reads their sum
+// per request and a scrape each of them without a scan. The ea/ index
+// holds no status, so that an execution's entry is set once and deleted
+// once. The map is never written after load.
+type inFlight map[domain.Status]*atomic.Int64
 
 // load counts the executions the ea/ index lists by the status of their
 // records, in one consistent view. It runs before the store is shared.
 func (f *inFlight) load(pdb *pebble.DB) error {
-	f.by = make(map[domain.Status]*atomic.Int64, len(nonTerminal))
+	*f = make(inFlight, len(nonTerminal))
 	for _, s := range nonTerminal {
-		f.by[s] = new(atomic.Int64)
+		(*f)[s] = new(atomic.Int64)
 	}
 	snap := pdb.NewSnapshot()
 	defer snap.Close()
@@ -43,18 +41,25 @@ func (f *inFlight) load(pdb *pebble.DB) error {
 
 // move accounts for an execution leaving status from (none for a new one)
 // for status to; a terminal status is not counted.
-func (f *inFlight) move(from, to domain.Status) {
+func (f inFlight) move(from, to domain.Status) {
 	if from == to {
 		return
 	}
-	if c := f.by[from]; c != nil {
+	if c := f[from]; c != nil {
 		c.Add(-1)
-		f.total.Add(-1)
 	}
-	if c := f.by[to]; c != nil {
+	if c := f[to]; c != nil {
 		c.Add(1)
-		f.total.Add(1)
 	}
+}
+
+// total is the number of unfinished executions.
+func (f inFlight) total() int64 {
+	var n int64
+	for _, c := range f {
+		n += c.Load()
+	}
+	return n
 }
 
 // everything is the filter that keeps every item.

@@ -208,7 +208,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 // execution are absent from the map.
 func (db *DB) InFlight() map[domain.Status]int {
 	counts := map[domain.Status]int{}
-	for s, c := range db.inFlight.by {
+	for s, c := range db.inFlight {
 		if n := c.Load(); n != 0 {
 			counts[s] = int(n)
 		}

@@ -269,7 +269,7 @@ func (db *DB) Apply(id domain.ID, ts ...Transition) (*domain.Execution, bool, er
 
 // Unfinished is the number of executions stored here that are not terminal
 // yet: what this node has accepted and still owes a result.
-func (db *DB) Unfinished() int64 { return db.inFlight.total.Load() }
+func (db *DB) Unfinished() int64 { return db.inFlight.total() }
 
 // writeExecution stores r and, on a terminal status, takes the execution
 // out of the index of unfinished ones and adds its completion to the

@@ -1,6 +1,7 @@
 package jsonappend
 
 import (
+	"encoding/json"
 	"math"
 	"slices"
 	"strconv"
@@ -129,6 +130,30 @@ func Value(b []byte, v any) ([]byte, bool) {
 		return append(b, '}'), true
 	}
 	return b, false
+}
+
+// Raw appends j, JSON already encoded, as Marshal writes a RawMessage: it
+// compacts j and escapes it as it escapes strings. Only j that needs
+// neither is appended (most does); Raw fails for any other, and for j
+// that is not JSON.
+func Raw(b, j []byte) ([]byte, bool) {
+	if !json.Valid(j) {
+		return b, false
+	}
+	in := false
+	for i := 0; i < len(j); i++ {
+		switch c := j[i]; {
+		case c == '<' || c == '>' || c == '&' || c == 0xE2: // 0xE2 may start U+2028 or U+2029
+			return b, false
+		case in && c == '\\':
+			i++
+		case c == '"':
+			in = !in
+		case !in && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return b, false
+		}
+	}
+	return append(b, j...), true
 }
 
 // float writes f as Marshal writes a float64: the shortest form that reads

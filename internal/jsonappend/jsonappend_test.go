@@ -78,6 +78,17 @@ func TestSameAsMarshal(t *testing.T) {
 			t.Errorf("%#v written, which Marshal refuses or this package does not know", v)
 		}
 	}
+	for _, raw := range []string{`{}`, `null`, `{"a":[1,2.5,"x\\"y"],"b":{}}`, `"\u003c"`, `{ "a": 1 }`, "[1,\n2]", `{"a":"<"}`,
+		`"&"`, "\"\u2028\"", `not json`, `{"a":`} {
+		want, wantErr := json.Marshal(json.RawMessage(raw))
+		got, ok := Raw([]byte("x"), []byte(raw))
+		if ok && (wantErr != nil || !bytes.Equal(got, append([]byte("x"), want...))) {
+			t.Errorf("raw %q: got %s, want x%s (%v)", raw, got, want, wantErr)
+		}
+		if !ok && wantErr == nil && bytes.Equal(want, []byte(raw)) {
+			t.Errorf("raw %q: refused, though Marshal copies it as it is", raw)
+		}
+	}
 	for _, tm := range []time.Time{{}, time.Date(2026, 11, 26, 18, 0, 0, 123456789, time.UTC),
 		time.Date(1, 2, 3, 4, 5, 6, 0, time.FixedZone("x", -5*3600-30*60)), time.Date(9999, 12, 31, 23, 59, 59, 1, time.Local)} {
 		want, _ := json.Marshal(tm)
